@@ -1,0 +1,284 @@
+// The slow paths of Lock, RLock and Condition: contention, sleeping, owner death, misuse.
+// The fast paths and the layout (and why the design is what it is) are in lock.hpp.
+#include "shmkit/locks/lock.hpp"
+
+#include <pthread.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "shmkit/sys/syscall.hpp"
+
+namespace shmkit {
+
+std::string_view to_string(LockResult r) noexcept {
+  switch (r) {
+    case LockResult::acquired: return "acquired";
+    case LockResult::owner_died: return "owner_died";
+    case LockResult::not_recoverable: return "not_recoverable";
+    case LockResult::timed_out: return "timed_out";
+    case LockResult::would_block: return "would_block";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(WaitResult r) noexcept {
+  switch (r) {
+    case WaitResult::notified: return "notified";
+    case WaitResult::timed_out: return "timed_out";
+    case WaitResult::owner_died: return "owner_died";
+    case WaitResult::not_recoverable: return "not_recoverable";
+  }
+  return "unknown";
+}
+
+namespace locks_detail {
+namespace {
+
+[[noreturn]] void fatal(const char* msg) noexcept {
+  std::fprintf(stderr, "shmkit locks: %s\n", msg);
+  std::abort();
+}
+
+// In a fork child the one thread has a new tid (and glibc has reset its robust list to empty at
+// the same head address): forget the cache so the next lock operation re-reads both.
+void reset_thread_state_in_child() noexcept { tls_thread_state = ThreadState{0, nullptr}; }
+
+// How long a contended acquire spins (re-reading the word, with a pause) before it sleeps. A
+// critical section between processes is usually far shorter than a futex sleep + wake-up (a few
+// microseconds), so a short spin turns most hand-offs into a cache-line transfer. Bounded so a
+// preempted owner costs at most this much CPU before we sleep. Tuned with
+// bench/lock_contended_2proc.cpp (see the commit log).
+constexpr int kSpinLimit = 100;
+
+}  // namespace
+
+ThreadState& init_thread_state() noexcept {
+  // Registered once per process, on the first lock operation of any thread; atfork handlers are
+  // inherited by fork children, so every generation of children resets its cache.
+  static const bool atfork_registered = [] {
+    if (::pthread_atfork(nullptr, nullptr, &reset_thread_state_in_child) != 0)
+      fatal("pthread_atfork failed: cannot keep the cached thread id right across fork()");
+    return true;
+  }();
+  (void)atfork_registered;
+
+  ThreadState& ts = tls_thread_state;
+  void* head = nullptr;
+  std::size_t len = 0;
+  const long r = sys::get_robust_list(0, &head, &len);
+  if (r < 0 || head == nullptr || len != sizeof(RobustListHead))
+    fatal("get_robust_list gave no usable robust-futex list head for this thread (is this a "
+          "glibc thread on Linux?); locks cannot be robust to owner death without it");
+  auto* h = static_cast<RobustListHead*>(head);
+  if (h->futex_offset != kFutexOffset)
+    fatal("this thread's robust list has a futex_offset other than glibc x86-64's -32; "
+          "shmkit::Lock's layout (word at 0, node at 24) would not be found by the kernel");
+  ts.head = h;
+  ts.tid = static_cast<std::uint32_t>(sys::gettid());
+  if (ts.tid == 0 || (ts.tid & ~kTidMask) != 0) fatal("gettid returned an id that does not fit the lock word");
+  return ts;
+}
+
+LockResult RobustCore::acquire_slow(ThreadState& ts, sys::Deadline deadline, bool try_only) noexcept {
+  RobustListHead* h = ts.head;
+  // Keep list_op_pending on this lock for the whole slow path, sleeping included: if this thread
+  // dies after an unlock woke it but before it took the lock, the kernel sees a pending op on a
+  // word with no owner and wakes the next waiter (handle_futex_death's pending_op case), so the
+  // wake-up is passed on instead of lost.
+  h->list_op_pending = &next;
+  list_fence();
+  auto done = [h](LockResult r) noexcept {
+    list_fence();
+    h->list_op_pending = nullptr;
+    return r;
+  };
+  std::uint32_t w = word.load(std::memory_order_relaxed);
+  int spins = try_only ? 0 : kSpinLimit;
+  for (;;) {
+    if (w == kNotRecoverable) return done(LockResult::not_recoverable);
+    const std::uint32_t owner = w & kTidMask;
+    if (owner == 0) {
+      // Free. Take it keeping OWNER_DIED (INVARIANT3: still inconsistent) and WAITERS (others may
+      // be asleep: INVARIANT2 makes our unlock wake one of them).
+      const std::uint32_t desired = ts.tid | (w & (kOwnerDied | kWaiters));
+      // acquire: pairs with the releasing store of the previous owner (or the kernel's cmpxchg
+      // when the owner died; the dead thread's stores precede its exit).
+      if (word.compare_exchange_weak(w, desired, std::memory_order_acquire,
+                                     std::memory_order_relaxed)) {
+        link(h);
+        return done((w & kOwnerDied) != 0 ? LockResult::owner_died : LockResult::acquired);
+      }
+      continue;  // w was reloaded by the failed CAS
+    }
+    if (owner == ts.tid) {
+      if (try_only) return done(LockResult::would_block);
+      fatal("Lock::acquire: this thread already holds this lock, so it would wait forever "
+            "(Lock is not recursive; use shmkit::RLock)");
+    }
+    if (try_only) return done(LockResult::would_block);
+    if (spins > 0) {
+      --spins;
+      cpu_relax();
+      w = word.load(std::memory_order_relaxed);
+      continue;
+    }
+    if ((w & kWaiters) == 0) {
+      // relaxed: setting the flag publishes nothing; it only obliges the owner's unlock to wake.
+      if (!word.compare_exchange_weak(w, w | kWaiters, std::memory_order_relaxed,
+                                      std::memory_order_relaxed))
+        continue;
+      w |= kWaiters;
+    }
+    // Sleeps only if the word still equals w (owner + WAITERS): an unlock or the kernel's
+    // owner-died update in between makes this return at once.
+    if (sys::futex_wait(word, w, deadline) == sys::FutexResult::timed_out) {
+      w = word.load(std::memory_order_relaxed);
+      if ((w & kTidMask) != 0 || w == kNotRecoverable) return done(LockResult::timed_out);
+      continue;  // freed just as the deadline passed: take it rather than report a timeout
+    }
+    w = word.load(std::memory_order_relaxed);
+  }
+}
+
+void RobustCore::release_slow(std::uint32_t w) noexcept {
+  if ((w & kOwnerDied) != 0) {
+    // Released without mark_consistent(): the data stays torn for good. Every waiter must learn
+    // it, so wake them all. release: nothing to publish really, but keeps the last critical
+    // section ordered before anyone observing kNotRecoverable.
+    word.exchange(kNotRecoverable, std::memory_order_release);
+    sys::futex_wake_all(word);
+    return;
+  }
+  // WAITERS was set. Release with the flag kept (owner 0), then wake one sleeper. Keeping the flag
+  // means that whoever takes the lock next (the woken one or a barger) also wakes on unlock, so a
+  // woken waiter that dies before taking the lock cannot strand the other sleepers (INVARIANT2).
+  // release: publishes the critical section to the next acquirer.
+  word.exchange(kWaiters, std::memory_order_release);
+  if (sys::futex_wake(word, 1) == 0) {
+    // Nobody was asleep: drop the stale flag if the lock is still free, so later unlocks go back to
+    // the one-CAS fast path. A sleeper cannot exist now: any thread that went to sleep after our
+    // wake saw an owner, and that owner's own unlock would have changed the word from kWaiters.
+    std::uint32_t expected = kWaiters;
+    word.compare_exchange_strong(expected, 0, std::memory_order_relaxed, std::memory_order_relaxed);
+  }
+}
+
+void RobustCore::abandon_inconsistent(ThreadState& ts) noexcept {
+  RobustListHead* h = ts.head;
+  h->list_op_pending = &next;
+  list_fence();
+  unlink();
+  list_fence();
+  depth = 0;
+  // Back to what the kernel leaves when an owner dies: no owner, OWNER_DIED, and WAITERS so the
+  // next unlock of whoever takes it wakes any sleeper. release: our writes happen before the next
+  // acquirer's repair.
+  word.exchange(kOwnerDied | kWaiters, std::memory_order_release);
+  sys::futex_wake(word, 1);
+  list_fence();
+  h->list_op_pending = nullptr;
+}
+
+void RobustCore::mark_consistent(ThreadState& ts) noexcept {
+  const std::uint32_t w = word.load(std::memory_order_relaxed);
+  if ((w & kTidMask) != ts.tid || (w & kOwnerDied) == 0) return;
+  // An RMW because waiters may set WAITERS concurrently. relaxed: the repair is published by the
+  // release of the following unlock, and only the owner reads OWNER_DIED while it holds the lock.
+  word.fetch_and(~kOwnerDied, std::memory_order_relaxed);
+}
+
+void RobustCore::throw_not_owner(const char* what) const {
+  const std::uint32_t w = word.load(std::memory_order_relaxed);
+  std::string state;
+  if (w == kNotRecoverable)
+    state = "the lock is not recoverable";
+  else if ((w & kTidMask) == 0)
+    state = "the lock is not held by anyone";
+  else
+    state = "the lock is held by thread " + std::to_string(w & kTidMask);
+  throw Error(Errc::invalid_argument,
+              std::string(what) + ": the calling thread " + std::to_string(thread_state().tid) +
+                  " does not hold this lock (" + state + ")");
+}
+
+void RobustCore::throw_for(LockResult r, const char* what, ThreadState& ts) {
+  if (r == LockResult::owner_died) {
+    abandon_inconsistent(ts);
+    throw Error(Errc::owner_dead,
+                std::string(what) +
+                    ": the previous owner died while holding the lock, so the data it protects "
+                    "may be inconsistent. The lock was left in the owner-died state and is not "
+                    "held; call acquire(), which returns LockResult::owner_died, repair the data, "
+                    "then mark_consistent() and unlock()");
+  }
+  if (r == LockResult::not_recoverable)
+    throw Error(Errc::not_recoverable,
+                std::string(what) +
+                    ": the lock is not recoverable: a previous owner died and the next owner "
+                    "unlocked it without mark_consistent(). Re-create the lock (and the data it "
+                    "protects) when no process uses it");
+  throw Error(Errc::invalid_argument, std::string(what) + ": unexpected lock result " +
+                                          std::string(to_string(r)));
+}
+
+}  // namespace locks_detail
+
+LockResult RLock::acquire_contended(locks_detail::ThreadState& ts, sys::Deadline deadline,
+                                    bool try_only) noexcept {
+  // acquire_fast() failed and left list_op_pending on this lock; a recursive acquire does not
+  // touch the list, so clear it here.
+  const std::uint32_t w = core_.word.load(std::memory_order_relaxed);
+  if ((w & locks_detail::kTidMask) == ts.tid) {
+    locks_detail::list_fence();
+    ts.head->list_op_pending = nullptr;
+    if (core_.depth == UINT32_MAX) {
+      std::fprintf(stderr, "shmkit locks: RLock recursion depth overflow\n");
+      std::abort();
+    }
+    ++core_.depth;
+    return (w & locks_detail::kOwnerDied) != 0 ? LockResult::owner_died : LockResult::acquired;
+  }
+  const LockResult r = core_.acquire_slow(ts, deadline, try_only);
+  if (r == LockResult::acquired || r == LockResult::owner_died) core_.depth = 1;
+  return r;
+}
+
+WaitResult Condition::wait_core(locks_detail::RobustCore& core, sys::Deadline deadline,
+                                const char* what) {
+  locks_detail::ThreadState& ts = locks_detail::thread_state();
+  if (!core.owned_by(ts)) core.throw_not_owner(what);
+  // Register, then read seq, both while holding the lock (seq_cst, see notify_one for the pairing).
+  waiters_.fetch_add(1, std::memory_order_seq_cst);
+  const std::uint32_t seq = seq_.load(std::memory_order_seq_cst);
+  const std::uint32_t saved_depth = core.depth;  // RLock: released fully, restored after
+  core.release(ts);
+  const sys::FutexResult fr = sys::futex_wait(seq_, seq, deadline);
+  // relaxed: the count only decides whether notify makes a system call; a late decrement costs
+  // one needless futex_wake.
+  waiters_.fetch_sub(1, std::memory_order_relaxed);
+  const LockResult lr =
+      core.acquire_fast(ts) ? LockResult::acquired : core.acquire_slow(ts, sys::kNoDeadline, false);
+  if (lr == LockResult::not_recoverable) return WaitResult::not_recoverable;
+  core.depth = saved_depth;
+  if (lr == LockResult::owner_died) return WaitResult::owner_died;
+  return fr == sys::FutexResult::timed_out ? WaitResult::timed_out : WaitResult::notified;
+}
+
+// Lost wake-up freedom (Dekker): the waiter does RMW(waiters_) then load(seq_) and the kernel's
+// re-check of seq_ in FUTEX_WAIT; the notifier does RMW(seq_) then load(waiters_). All seq_cst, so
+// either the notifier sees the waiter registered (and wakes it), or the waiter's read of seq_ comes
+// after the increment (and it does not sleep). A waiter that changed the predicate's data under the
+// lock before notify is ordered by the lock itself.
+void Condition::notify_one() noexcept {
+  seq_.fetch_add(1, std::memory_order_seq_cst);
+  if (waiters_.load(std::memory_order_seq_cst) != 0) sys::futex_wake(seq_, 1);
+}
+
+void Condition::notify_all() noexcept {
+  seq_.fetch_add(1, std::memory_order_seq_cst);
+  if (waiters_.load(std::memory_order_seq_cst) != 0) sys::futex_wake_all(seq_);
+}
+
+}  // namespace shmkit
