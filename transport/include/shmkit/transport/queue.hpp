@@ -1,0 +1,177 @@
+// Queue: a bounded multi-producer, multi-consumer queue of variable-size messages that lives in
+// shared memory (a segment, or any MAP_SHARED memory that every user maps).
+//
+// Design: a byte ring of records with two monotonic 64-bit byte positions, `tail` (end of the last
+// committed record, advanced only by producers) and `head` (start of the oldest unconsumed record,
+// advanced only by consumers). Producers serialise among themselves with one robust Lock and
+// consumers with another (the two-lock queue of Michael & Scott), so a producer and a consumer never
+// contend for a lock; they meet only at `tail` and `head`. With one producer and one consumer both
+// locks stay uncontended and in their owner's cache.
+//
+// Crash safety. Every operation changes the shared state with exactly one committing store (tail
+// for push, head for pop) made last, while holding its side's lock:
+//   * a producer killed before its commit leaves garbage past `tail` that nobody reads and the next
+//     producer overwrites; killed after it, the message is in the queue (delivered exactly once).
+//   * a consumer killed before its commit leaves the message at `head` for the next consumer;
+//     killed after it, the message was handed to the dead consumer. Pass a PopReceipt (shared
+//     memory) to pop() to make that hand-over observable: the receipt is written inside the same
+//     critical section, and the next consumer that inherits the lock from a dead owner completes
+//     or abandons the pop so that receipt.pos == the message's position iff head moved past it.
+//   * the lock of a dead owner is reported by the next acquirer (LockResult::owner_died), which
+//     re-validates the shared state, finishes the receipt journal, and marks the lock consistent.
+// A message is "completely pushed" when push()/try_push() returned ok: it is then delivered by
+// exactly one pop that returned ok (or, with a receipt, whose receipt names it), or it is still in
+// the queue.
+//
+// Blocking. push/pop spin briefly (set_spin()) and then sleep on a futex word with the deadline.
+// Sleepers are counted so that a non-blocking operation makes no system call when nobody sleeps.
+// A process killed while asleep leaves its count behind: the queue stays correct but the other
+// side then issues a futex wake per operation (a few hundred ns) — documented, not repaired.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "shmkit/locks/lock.hpp"
+#include "shmkit/sys/futex_word.hpp"
+
+namespace shmkit::transport {
+
+enum class QueueStatus : std::uint8_t {
+  ok = 0,
+  would_block,       // try_: queue empty (pop) or full (push), or the side's lock is busy
+  timed_out,         // the deadline passed
+  closed,            // push: the queue is closed; pop: closed and drained (the end)
+  too_large,         // push: message longer than max_message
+  buffer_too_small,  // pop: the out buffer is smaller than the next message (size = needed)
+  not_recoverable,   // a lock of the queue was left unrepaired; the queue is unusable
+  corrupt,           // the shared state failed validation (a bug or foreign writes)
+};
+const char* to_string(QueueStatus s) noexcept;
+
+struct QueueResult {
+  QueueStatus status = QueueStatus::ok;
+  std::uint32_t size = 0;  // pop: bytes of the message (also when buffer_too_small)
+  std::uint64_t pos = 0;   // the message's position: unique within the queue's life
+};
+
+// Written by pop() inside the consumer's critical section: pos of the last message this receipt's
+// consumer took. Lives in shared memory inside the region passed to Queue::attach/create.
+struct PopReceipt {
+  std::atomic<std::uint64_t> pos{0};  // 0 = none yet (positions of messages are >= 16, see below)
+};
+static_assert(sizeof(PopReceipt) == 8 && std::atomic<std::uint64_t>::is_always_lock_free);
+
+// The shared control block; the ring follows it at ring_offset. Exposed for static_asserts and
+// tests; use through Queue.
+//
+// INVARIANT1  head <= tail && tail - head <= capacity          (bytes in use never exceed the ring)
+// INVARIANT2  head % 16 == 0 && tail % 16 == 0 && capacity % 16 == 0  (records are 16-aligned)
+// INVARIANT3  every record in [head, tail) has rec.pos == its position, kind ∈ {msg, pad},
+//             16 + round16(len) bytes for a msg (len <= max_message), the rest of the ring's
+//             lap for a pad; records never straddle the ring's end.
+// INVARIANT4  capacity >= 2 * (16 + round16(max_message)) (a message fits after any pad)
+// INVARIANT5  tail changes only under producer_lock, head and the journal only under consumer_lock;
+//             each is one release store, the last shared write of its operation.
+// INVARIANT6  journal_active == 1 => journal_pos == head and *journal_receipt ∈ {old, journal_pos}
+struct QueueControl {
+  static constexpr std::uint64_t kMagic = 0x3165756575514b53ULL;  // "SKQueue1"
+  static constexpr std::uint32_t kVersion = 1;
+
+  std::uint64_t magic;
+  std::uint32_t version;
+  std::uint32_t max_message;
+  std::uint64_t capacity;     // ring bytes
+  std::uint64_t ring_offset;  // from the start of this control block
+  std::uint64_t total_bytes;  // control + ring, as created
+
+  alignas(64) Lock producer_lock;
+  alignas(64) Lock consumer_lock;
+  std::uint64_t journal_pos;           // under consumer_lock
+  std::int64_t journal_receipt_rel;    // receipt address - this address
+  std::uint32_t journal_active;
+
+  alignas(64) std::atomic<std::uint64_t> tail;
+  alignas(64) std::atomic<std::uint64_t> head;
+  alignas(64) std::atomic<std::uint32_t> not_empty;  // futex word, bumped when items appear
+  std::atomic<std::uint32_t> consumers_waiting;
+  alignas(64) std::atomic<std::uint32_t> not_full;   // futex word, bumped when space appears
+  std::atomic<std::uint32_t> producers_waiting;
+  alignas(64) std::atomic<std::uint32_t> closed;
+};
+static_assert(std::is_standard_layout_v<QueueControl>, "QueueControl lives in shared memory");
+static_assert(sizeof(QueueControl) % 64 == 0);
+
+// A process-local handle on a queue in shared memory. Cheap to copy; thread-safe like the queue.
+class Queue {
+ public:
+  static constexpr std::size_t kRecordHeader = 16;
+  // Bytes of shared memory a queue with `ring_bytes` of ring needs (control block + ring).
+  static std::size_t required_bytes(std::size_t ring_bytes) noexcept;
+  // The smallest ring that holds max_message (INVARIANT4).
+  static std::size_t min_ring_bytes(std::uint32_t max_message) noexcept;
+
+  // Constructs a queue in [mem, mem+bytes) (mem 64-byte aligned, zero or garbage). The ring gets
+  // all space after the control block, rounded down to 16. `receipt_region` is the memory where
+  // PopReceipts may live (usually the whole segment); empty = receipts refused. Throws
+  // shmkit::Error(invalid_argument) when bytes cannot hold max_message twice.
+  static Queue create(void* mem, std::size_t bytes, std::uint32_t max_message,
+                      std::span<std::byte> receipt_region = {});
+  // A handle on a queue created by create() (in this or another process). Validates the control
+  // block against `bytes`; throws Error(not_a_segment / corrupt) when it does not look right.
+  static Queue attach(void* mem, std::size_t bytes, std::span<std::byte> receipt_region = {});
+
+  Queue() = default;
+
+  // -- producers --
+  // Blocks (spin, then futex) while the queue is full, until `deadline`.
+  QueueResult push(std::span<const std::byte> msg, sys::Deadline deadline = sys::kNoDeadline) noexcept;
+  // Never blocks: would_block when full or when another producer holds the producer lock.
+  [[nodiscard]] QueueResult try_push(std::span<const std::byte> msg) noexcept;
+
+  // -- consumers --
+  // Copies the oldest message into `out`. Blocks while empty and open, until `deadline`; after
+  // close() it drains what is left and then returns closed. With `receipt`, receipt->pos is set to
+  // the message's position in the same critical section (see the header comment).
+  QueueResult pop(std::span<std::byte> out, sys::Deadline deadline = sys::kNoDeadline,
+                  PopReceipt* receipt = nullptr) noexcept;
+  [[nodiscard]] QueueResult try_pop(std::span<std::byte> out, PopReceipt* receipt = nullptr) noexcept;
+
+  // After close() pushes fail with closed; pops drain, then return closed. Wakes every sleeper.
+  void close() noexcept;
+  bool is_closed() const noexcept;
+
+  // Approximate (racy) figures for monitoring.
+  std::uint64_t bytes_used() const noexcept;
+  bool empty() const noexcept { return bytes_used() == 0; }
+  std::uint32_t max_message() const noexcept { return ctl_->max_message; }
+  QueueControl* control() const noexcept { return ctl_; }
+
+  // Spin iterations (each one CPU pause plus a load) before sleeping. 0 = sleep at once. Local
+  // to this handle. The default suits two processes on different cores; on a loaded machine a
+  // spin steals the core the partner needs, so lower it.
+  void set_spin(std::uint32_t iterations) noexcept { spin_ = iterations; }
+  static constexpr std::uint32_t kDefaultSpin = 4000;
+
+ private:
+  enum class Side { producer, consumer };
+  QueueStatus lock_side(Side side, bool try_only, sys::Deadline deadline) noexcept;
+  void unlock_side(Side side) noexcept;
+  bool repair_producer() noexcept;
+  bool repair_consumer() noexcept;
+  QueueResult push_locked(std::span<const std::byte> msg) noexcept;
+  QueueResult pop_locked(std::span<std::byte> out, PopReceipt* receipt) noexcept;
+  bool receipt_ok(const void* r) const noexcept;
+  std::byte* ring() const noexcept { return ring_; }
+
+  QueueControl* ctl_ = nullptr;
+  std::byte* ring_ = nullptr;
+  std::uint64_t capacity_ = 0;  // local copy: never trusted from shared memory after attach
+  std::uint32_t max_message_ = 0;
+  std::span<std::byte> receipt_region_;
+  std::uint32_t spin_ = kDefaultSpin;
+};
+
+}  // namespace shmkit::transport
