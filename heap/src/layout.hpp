@@ -1,0 +1,184 @@
+// The heap's shared-memory layout (private to heap/src). Everything here lives in the segment,
+// is standard layout, and links by segment offsets (never pointers), so it works in a mapping
+// at any address.
+//
+// Chunks. A chunk at segment offset c (c % 16 == 0) of size s (s % 16 == 0, s >= 32):
+//   c+0   prev_free : boundary tag owned by the arena (written only under the arena lock):
+//                     the size of the chunk just before c when that chunk is arena-free, else 0.
+//   c+8   word      : size | state | owner | check (see make_word); state changes of a non-free
+//                     chunk are made by the chunk's holder without a lock; size changes only
+//                     under the arena lock.
+//   c+16  user memory (16-aligned), s - 16 bytes usable. While a chunk is free, c+16 holds the
+//         next link of the list it is on and c+24 (arena-free only) the prev link.
+//
+// INVARIANT1  arena_begin <= c < top for every chunk; chunks tile [arena_begin, top) exactly:
+//             the chunk after c is at c + size(c), and the last one ends at top.
+// INVARIANT2  prev_free(c) == size(p) if the chunk p before c is arena-free, else 0.
+// INVARIANT3  no two arena-free chunks are adjacent, and the chunk ending at top is not
+//             arena-free (freeing it lowers top instead), so top - arena_begin is the live span.
+// INVARIANT4  every arena-free chunk is on exactly the bin list bin_index(size), and the bit of a
+//             bin is set iff its list is non-empty.
+// INVARIANT5  every chunk in state cached is on exactly one list: a central class list or a
+//             cache bin, of the class whose chunk size equals its size — or it is the one
+//             `pending` chunk of a cache whose owner is between two stores.
+// INVARIANT6  an undo log's entries [0, count) hold the old values of words written since the
+//             operation began; count == 0 outside an operation (after commit).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "shmkit/locks/lock.hpp"
+
+namespace shmkit {
+namespace heapimpl {
+
+using u64 = std::uint64_t;
+using u32 = std::uint32_t;
+
+inline constexpr u64 kHeapMagic = 0x3150414548534d53ULL;  // "SMSHEAP1"
+inline constexpr u32 kHeapVersion = 1;
+
+inline constexpr u64 kHeaderSize = 16;
+inline constexpr u64 kMinChunk = 32;
+inline constexpr int kClasses = 64;
+inline constexpr u64 kSmallMax = kMinChunk + (kClasses - 1) * 16;  // 1040: user sizes <= 1024
+inline constexpr int kCacheSlots = 128;
+inline constexpr int kOwners = 256;
+inline constexpr int kExactBins = 256;  // sizes < 4096: one bin per 16 bytes
+inline constexpr int kBins = 512;       // then 8 bins per power of two up to 2^44
+inline constexpr int kBitmapWords = kBins / 64;
+inline constexpr int kArenaLogEntries = 1024;
+inline constexpr int kClassLogEntries = 8;
+inline constexpr int kDirLogEntries = 16;
+
+// -- chunk word ---------------------------------------------------------------------------------
+// bits 0..3 state, 4..43 size (a multiple of 16, so the bits are the size itself),
+// 44..51 owner index (state owned), 52..63 check: a 12-bit hash of the chunk offset, so that a
+// pointer that did not come from this heap is recognised with probability 4095/4096 even when it
+// points inside the arena.
+enum ChunkState : u64 { st_invalid = 0, st_free = 1, st_used = 2, st_owned = 3, st_cached = 4 };
+inline constexpr u64 kStateMask = 0xF;
+inline constexpr u64 kSizeMask = 0x00000FFFFFFFFFF0ULL;
+inline constexpr int kOwnerShift = 44;
+inline constexpr u64 kOwnerMask = 0xFFULL << kOwnerShift;
+inline constexpr int kCheckShift = 52;
+
+inline u64 check_bits(u64 off) noexcept {
+  return (((off >> 4) * 0x9E3779B97F4A7C15ULL) >> 52) << kCheckShift;
+}
+inline u64 make_word(u64 off, u64 size, u64 state, u64 owner = 0) noexcept {
+  return check_bits(off) | (owner << kOwnerShift) | size | state;
+}
+inline u64 word_size(u64 w) noexcept { return w & kSizeMask; }
+inline u64 word_state(u64 w) noexcept { return w & kStateMask; }
+inline u64 word_owner(u64 w) noexcept { return (w & kOwnerMask) >> kOwnerShift; }
+inline bool word_check_ok(u64 off, u64 w) noexcept {
+  return (w & (0xFFFULL << kCheckShift)) == check_bits(off);
+}
+
+inline int class_of_size(u64 chunk_size) noexcept { return static_cast<int>(chunk_size / 16) - 2; }
+inline u64 class_size(int c) noexcept { return static_cast<u64>(c + 2) * 16; }
+
+// -- undo log ------------------------------------------------------------------------------------
+enum LogOp : u32 { op_none = 0, op_free = 1, op_other = 2 };
+
+struct UndoEntry {
+  u64 off;  // segment offset of the word
+  u64 old;  // its value before the operation wrote it
+};
+
+template <int N>
+struct UndoLog {
+  std::atomic<u32> count;  // INVARIANT6
+  std::atomic<u32> op;     // LogOp: op_free asks the repairer to redo the free of `arg`
+  std::atomic<u64> arg;
+  UndoEntry e[N];
+};
+
+// -- per-class central list ---------------------------------------------------------------------
+struct alignas(64) ClassCentral {
+  Lock lock;
+  std::atomic<u64> head;   // first cached chunk (offset) or 0
+  std::atomic<u64> count;  // chunks on the list
+  UndoLog<kClassLogEntries> log;
+};
+
+// -- per-thread cache ----------------------------------------------------------------------------
+struct CacheBin {
+  std::atomic<u64> head;   // first cached chunk or 0 (written by the owner, or by a locked
+                           // operation of the owner recorded in that lock's undo log)
+  std::atomic<u64> count;  // length of the list (exact except after the owner's death)
+};
+
+// owner: 0 = free, else (tid << 32) | (low 32 bits of the thread's start time), claimed by one CAS.
+// pending: the chunk the owner is moving between a bin and the user (0 when none); see heap.cpp.
+struct alignas(64) CacheSlot {
+  std::atomic<u64> owner;
+  std::atomic<u64> pending;
+  std::atomic<u64> pid;  // the owning process (for detach and diagnostics)
+  u64 reserved[5];
+  CacheBin bins[kClasses];
+};
+
+struct OwnerEntry {
+  std::atomic<u64> owner;  // (pid << 32) | low 32 bits of start time; 0 = free
+};
+
+// -- named-object directory ---------------------------------------------------------------------
+enum DirState : u64 { dir_empty = 0, dir_constructing = 1, dir_ready = 2, dir_destroying = 3 };
+inline constexpr std::size_t kMaxName = 83;
+struct DirEntry {
+  std::atomic<u64> state;  // DirState
+  u64 object;              // segment offset of the object
+  u64 size;
+  u64 type;
+  u64 owner_idx;           // owner index the object was allocated with while constructing
+  u32 name_len;
+  char name[kMaxName + 1];
+};
+static_assert(sizeof(DirEntry) == 128);
+
+// -- control block --------------------------------------------------------------------------------
+struct ControlBlock {
+  u64 magic;
+  u32 version;
+  u32 control_size;
+  u64 arena_begin;
+  std::atomic<u64> top;         // end of the chunk area (arena lock)
+  std::atomic<u64> high_water;  // max top ever
+  std::atomic<u64> repairs;
+  std::atomic<u64> caches_reclaimed;
+  std::atomic<u64> owned_reclaimed;
+  std::atomic<u64> errors;
+
+  alignas(64) Lock arena_lock;
+  std::atomic<u64> bitmap[kBitmapWords];
+  std::atomic<u64> bin_head[kBins];
+  UndoLog<kArenaLogEntries> arena_log;
+
+  ClassCentral classes[kClasses];
+
+  alignas(64) Lock dir_lock;
+  std::atomic<u64> dir_table;     // offset of DirEntry[dir_capacity] (a heap block) or 0
+  std::atomic<u64> dir_capacity;
+  std::atomic<u64> dir_old_table; // a table being replaced (freed by the repairer if torn)
+  UndoLog<kDirLogEntries> dir_log;
+
+  alignas(64) OwnerEntry owners[kOwners];
+  CacheSlot caches[kCacheSlots];
+};
+
+static_assert(std::is_standard_layout_v<ControlBlock>);
+static_assert(std::is_standard_layout_v<CacheSlot>);
+static_assert(sizeof(CacheSlot) % 64 == 0);
+static_assert(std::atomic<u64>::is_always_lock_free);
+static_assert(sizeof(std::atomic<u64>) == 8);
+
+}  // namespace heapimpl
+// The public name of the control block (forward-declared in heap.hpp).
+struct HeapControl : heapimpl::ControlBlock {};
+static_assert(std::is_standard_layout_v<HeapControl>);
+}  // namespace shmkit
