@@ -1,0 +1,51 @@
+#include "mapping_registry.hpp"
+
+#include <mutex>
+#include <vector>
+
+namespace shmkit::detail {
+namespace {
+struct Entry {
+  MappingKey key;
+  std::byte* map;
+  std::size_t capacity;
+  int refs;
+};
+std::mutex& mu() {
+  static std::mutex m;
+  return m;
+}
+std::vector<Entry>& entries() {
+  static std::vector<Entry> e;
+  return e;
+}
+}  // namespace
+
+std::byte* registry_find(MappingKey key, std::uintptr_t base) noexcept {
+  std::lock_guard g(mu());
+  for (auto& e : entries())
+    if (e.key.dev == key.dev && e.key.ino == key.ino && reinterpret_cast<std::uintptr_t>(e.map) == base) {
+      ++e.refs;
+      return e.map;
+    }
+  return nullptr;
+}
+
+void registry_add(MappingKey key, std::byte* map, std::size_t capacity) {
+  std::lock_guard g(mu());
+  entries().push_back({key, map, capacity, 1});
+}
+
+bool registry_release(std::byte* map) noexcept {
+  std::lock_guard g(mu());
+  auto& es = entries();
+  for (std::size_t i = 0; i < es.size(); ++i)
+    if (es[i].map == map) {
+      if (--es[i].refs > 0) return false;
+      es.erase(es.begin() + static_cast<std::ptrdiff_t>(i));
+      return true;
+    }
+  return true;
+}
+
+}  // namespace shmkit::detail

@@ -1,0 +1,31 @@
+// MappingRegistry: this process's mappings of segments, keyed by the backing file (device, inode),
+// so that opening a segment that is already mapped here — a second open in the same process, or
+// an open by name in a forked child that inherited its parent's mapping — shares that mapping
+// instead of failing on the occupied home address.
+//
+// INVARIANT1  for each entry: refs == number of live Segment objects in this process using `map`.
+// The registry is plain process memory, so a forked child inherits it together with the mappings
+// it describes (both copies stay true).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace shmkit::detail {
+
+struct MappingKey {
+  dev_t dev;
+  ino_t ino;
+};
+
+// Returns the existing mapping of `key` at `base` (refs incremented), or nullptr.
+std::byte* registry_find(MappingKey key, std::uintptr_t base) noexcept;
+// Records a new mapping with refs = 1.
+void registry_add(MappingKey key, std::byte* map, std::size_t capacity);
+// Drops one reference; returns true when it was the last (the caller unmaps). A mapping that was
+// never registered (relocated) returns true.
+bool registry_release(std::byte* map) noexcept;
+
+}  // namespace shmkit::detail

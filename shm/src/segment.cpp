@@ -1,0 +1,557 @@
+#include "shmkit/shm/segment.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "mapping_registry.hpp"
+#include "shmkit/locks/lock.hpp"
+#include "shmkit/sys/error.hpp"
+#include "shmkit/sys/futex_word.hpp"
+#include "shmkit/sys/log.hpp"
+#include "shmkit/sys/syscall.hpp"
+
+namespace shmkit {
+
+namespace {
+
+constexpr std::uintptr_t kUserTop = 0x7ffffffff000;  // x86-64 / 47-bit user half
+constexpr std::uintptr_t kMinBase = 0x10000;         // above vm.mmap_min_addr
+
+std::size_t round_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a; }
+
+std::string hex(std::uintptr_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%" PRIxPTR, v);
+  return buf;
+}
+
+std::uint64_t fnv1a(std::string_view s) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+// What occupies [lo, hi) in this process, from /proc/self/maps (for the address-conflict error).
+std::string occupant(std::uintptr_t lo, std::uintptr_t hi) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line, found;
+  while (std::getline(maps, line)) {
+    unsigned long a = 0, b = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &a, &b) != 2) continue;
+    if (a < hi && b > lo) {
+      if (!found.empty()) found += "; ";
+      found += line;
+      if (found.size() > 400) break;
+    }
+  }
+  return found.empty() ? "an unknown mapping" : found;
+}
+
+// Locks the admin lock, repairing the attach table if its previous owner died. Every admin-lock
+// critical section leaves the table valid after each single store (entries are written
+// start_time-then-pid and cleared pid-first), so repair only has to re-check entries.
+class AdminGuard {
+ public:
+  explicit AdminGuard(SegmentHeader& h) : h_(h) {
+    LockResult r = h_.admin_lock.acquire();
+    if (r == LockResult::owner_died) {
+      log().warn("segment admin lock: previous owner died; checking the attach table");
+      for (auto& e : h_.attach) {
+        // A claimant that died between its two stores leaves pid set with start_time 0 or stale:
+        // such an entry names no live process and is freed.
+        sys::ProcessIdentity id{e.pid.load(std::memory_order_relaxed), 0,
+                                e.start_time.load(std::memory_order_relaxed)};
+        if (id.pid != 0 && sys::liveness(id) != sys::Liveness::alive) e.pid.store(0, std::memory_order_relaxed);
+      }
+      h_.admin_lock.mark_consistent();
+    } else if (r != LockResult::acquired) {
+      throw Error(Errc::not_recoverable, "segment admin lock is not recoverable (a previous repair failed)");
+    }
+  }
+  ~AdminGuard() { h_.admin_lock.unlock(); }
+  AdminGuard(const AdminGuard&) = delete;
+  AdminGuard& operator=(const AdminGuard&) = delete;
+
+ private:
+  SegmentHeader& h_;
+};
+
+struct alignas(64) HeaderImage {
+  std::array<std::byte, sizeof(SegmentHeader)> bytes;
+  const SegmentHeader& h() const { return *reinterpret_cast<const SegmentHeader*>(bytes.data()); }
+};
+
+enum class Mode { create, open, open_or_create };
+
+}  // namespace
+
+struct Segment::Raw {
+  static std::string label(const std::string& name) { return name.empty() ? "segment" : "segment " + name; }
+
+  static detail::MappingKey file_key(int fd, const std::string& what) {
+    struct ::stat st;
+    sys::check(sys::fstat(fd, &st), what + ": fstat");
+    return {st.st_dev, st.st_ino};
+  }
+
+  // Maps the whole capacity of fd at `base` (MAP_FIXED_NOREPLACE). Returns nullptr when the range
+  // is taken; throws on other errors.
+  static std::byte* map_fixed(int fd, std::uintptr_t base, std::size_t capacity, const std::string& what) {
+    void* p = nullptr;
+    int r = sys::mmap(&p, reinterpret_cast<void*>(base), capacity, PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+    if (r == -EEXIST) return nullptr;
+    if (r < 0) sys::check(r, what + ": mmap of " + std::to_string(capacity) + " bytes at " + hex(base));
+    if (reinterpret_cast<std::uintptr_t>(p) != base) {  // pre-4.17 kernels treat the flag as a hint
+      (void)sys::munmap(p, capacity);
+      return nullptr;
+    }
+    return static_cast<std::byte*>(p);
+  }
+
+  static std::byte* map_anywhere(int fd, std::size_t capacity, const std::string& what) {
+    void* p = nullptr;
+    sys::check(sys::mmap(&p, nullptr, capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), what + ": mmap");
+    return static_cast<std::byte*>(p);
+  }
+
+  // The creator's choice of base: the user's, or a slot derived from `key` in the base window,
+  // probing further slots when one is taken in this process.
+  static std::byte* map_new(int fd, std::uintptr_t user_base, std::size_t capacity, std::string_view key,
+                            const std::string& what) {
+    if (user_base != 0) {
+      std::byte* m = map_fixed(fd, user_base, capacity, what);
+      if (m == nullptr)
+        throw Error(Errc::address_in_use, what + ": base " + hex(user_base) + " is taken by " +
+                                              occupant(user_base, user_base + capacity));
+      return m;
+    }
+    std::size_t slot = std::max<std::size_t>(std::size_t{64} << 30, std::bit_ceil(capacity));
+    std::size_t nslots = (kBaseWindowHigh - kBaseWindowLow) / slot;
+    std::size_t first = fnv1a(key) % nslots;
+    for (std::size_t i = 0; i < nslots; ++i) {
+      std::uintptr_t base = kBaseWindowLow + ((first + i) % nslots) * slot;
+      if (std::byte* m = map_fixed(fd, base, capacity, what)) return m;
+    }
+    throw Error(Errc::address_in_use, what + ": no free slot for " + std::to_string(capacity) +
+                                          " bytes in the base window " + hex(kBaseWindowLow) + "-" +
+                                          hex(kBaseWindowHigh));
+  }
+
+  // Lays out a fresh header in a file we hold the flock of (or a private memfd).
+  static void initialise(Segment& s, std::size_t size, const SegmentOptions& o, std::string_view key) {
+    const std::size_t page = sys::page_size();
+    if (size == 0) throw Error(Errc::invalid_argument, label(s.name_) + ": size must be > 0");
+    size = round_up(std::max(size, SegmentHeader::kDataOffset + page), page);
+    std::size_t cap = o.capacity == 0 ? std::max(kDefaultCapacity, size) : round_up(o.capacity, page);
+    if (cap < size)
+      throw Error(Errc::invalid_argument, label(s.name_) + ": capacity " + std::to_string(cap) +
+                                              " is smaller than size " + std::to_string(size));
+    if (cap > kMaxCapacity)
+      throw Error(Errc::invalid_argument, label(s.name_) + ": capacity " + std::to_string(cap) +
+                                              " exceeds the maximum " + std::to_string(kMaxCapacity));
+    if (o.base != 0 && (o.base % page != 0 || o.base < kMinBase || o.base > kUserTop - cap))
+      throw Error(Errc::invalid_argument, label(s.name_) + ": base " + hex(o.base) +
+                                              " is not a page-aligned user address with room for the capacity");
+    // The file is emptied first: a previous creator may have died half-way (we hold the flock).
+    sys::check(sys::ftruncate(s.fd_, 0), label(s.name_) + ": ftruncate");
+    int r = sys::fallocate(s.fd_, 0, static_cast<off_t>(size));
+    if (r < 0)
+      throw Error(Errc::out_of_memory, label(s.name_) + ": cannot allocate " + std::to_string(size) +
+                                           " bytes (is /dev/shm large enough?): " + std::strerror(-r), -r);
+    s.map_ = map_new(s.fd_, o.base, cap, key, label(s.name_));
+    s.capacity_ = cap;
+    detail::registry_add(file_key(s.fd_, label(s.name_)), s.map_, cap);
+    // The file is freshly zeroed: all-zero bytes are an unlocked Lock and free attach entries.
+    auto* h = reinterpret_cast<SegmentHeader*>(s.map_);
+    h->magic = SegmentHeader::kMagic;
+    h->version = SegmentHeader::kLayoutVersion;
+    h->header_size = sizeof(SegmentHeader);
+    h->state.store(static_cast<std::uint32_t>(SegmentState::initialising), std::memory_order_relaxed);
+    h->base = reinterpret_cast<std::uintptr_t>(s.map_);
+    h->size.store(size, std::memory_order_relaxed);
+    h->capacity = cap;
+    h->creator = sys::this_process();
+    h->created_unix_ns = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    // Release: an opener that sees `ready` (acquire load in wait_ready or validate) sees every
+    // header field written above.
+    h->state.store(static_cast<std::uint32_t>(SegmentState::ready), std::memory_order_release);
+    sys::futex_wake_all(h->state);
+    log().info("created {} at {} size {} capacity {}", s.name_.empty() ? "anonymous segment" : s.name_,
+               static_cast<void*>(s.map_), size, cap);
+  }
+
+  // Validates a header image read from a file of `file_size` bytes (INVARIANT1..3, 6).
+  static void validate(const SegmentHeader& h, long file_size, const std::string& what) {
+    const std::size_t page = sys::page_size();
+    if (file_size < static_cast<long>(sizeof(SegmentHeader)))
+      throw Error(Errc::not_a_segment, what + ": file is " + std::to_string(file_size) +
+                                           " bytes, too short for a shmkit header (" +
+                                           std::to_string(sizeof(SegmentHeader)) + " bytes): not a shmkit segment");
+    if (h.magic != SegmentHeader::kMagic)
+      throw Error(Errc::not_a_segment, what + ": not a shmkit segment (bad magic)");
+    if (h.version != SegmentHeader::kLayoutVersion)
+      throw Error(Errc::version_mismatch, what + ": layout version " + std::to_string(h.version) +
+                                              ", this shmkit reads version " +
+                                              std::to_string(SegmentHeader::kLayoutVersion));
+    if (h.header_size != sizeof(SegmentHeader))
+      throw Error(Errc::corrupt, what + ": header size field " + std::to_string(h.header_size) + " != " +
+                                     std::to_string(sizeof(SegmentHeader)));
+    std::uint64_t size = h.size.load(std::memory_order_acquire), cap = h.capacity, base = h.base;
+    if (cap % page != 0 || cap > kMaxCapacity || cap == 0)
+      throw Error(Errc::corrupt, what + ": capacity field " + std::to_string(cap) + " is out of range");
+    if (size % page != 0 || size <= SegmentHeader::kDataOffset || size > cap)
+      throw Error(Errc::corrupt, what + ": size field " + std::to_string(size) + " is out of range (capacity " +
+                                     std::to_string(cap) + ")");
+    if (base % page != 0 || base < kMinBase || base > kUserTop - cap)
+      throw Error(Errc::corrupt, what + ": base field " + hex(base) + " is not a valid user address");
+    if (static_cast<std::uint64_t>(file_size) < size)
+      throw Error(Errc::corrupt, what + ": truncated: the file has " + std::to_string(file_size) +
+                                     " bytes but the header says " + std::to_string(size));
+    std::uint32_t st = h.state.load(std::memory_order_acquire);
+    if (st != static_cast<std::uint32_t>(SegmentState::ready) &&
+        st != static_cast<std::uint32_t>(SegmentState::initialising))
+      throw Error(Errc::corrupt, what + ": state field " + std::to_string(st) + " is out of range");
+  }
+
+  // Maps an existing, ready segment (the caller holds its flock or received its fd).
+  static void map_existing(Segment& s, const SegmentOptions& o) {
+    const std::string what = label(s.name_);
+    HeaderImage img;
+    long fsize = sys::check(sys::file_size(s.fd_), what + ": fstat");
+    if (fsize > 0) {
+      ssize_t n = sys::pread(s.fd_, img.bytes.data(), img.bytes.size(), 0);
+      sys::check(n, what + ": read header");
+    }
+    validate(img.h(), fsize, what);
+    if (img.h().state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(SegmentState::ready))
+      throw Error(Errc::owner_dead, what + ": its creator (pid " + std::to_string(img.h().creator.pid) +
+                                        ") died while initialising it; remove it or use open_or_create");
+    std::uintptr_t base = img.h().base;
+    std::size_t cap = img.h().capacity;
+    detail::MappingKey key = file_key(s.fd_, what);
+    s.map_ = detail::registry_find(key, base);  // already mapped at home in this process?
+    if (s.map_ == nullptr) {
+      s.map_ = map_fixed(s.fd_, base, cap, what);
+      if (s.map_ != nullptr) detail::registry_add(key, s.map_, cap);
+    }
+    if (s.map_ == nullptr) {
+      if (o.relocate == Relocate::forbidden)
+        throw Error(Errc::address_in_use, what + ": its base " + hex(base) + " is taken in this process by " +
+                                              occupant(base, base + cap) +
+                                              "; open it with Relocate::allowed to map it elsewhere");
+      s.map_ = map_anywhere(s.fd_, cap, what);
+      log().info("{}: base {} taken; relocated to {}", what, hex(base), static_cast<void*>(s.map_));
+    }
+    s.capacity_ = cap;
+    // Re-validate what we mapped (another process may have grown it since the pread: fine).
+    validate(s.header(), fsize, what);
+    log().debug("opened {} at {} (home {})", what, static_cast<void*>(s.map_), hex(base));
+  }
+
+  static void attach(Segment& s) {
+    SegmentHeader& h = s.header();
+    sys::ProcessIdentity me = sys::this_process();
+    AdminGuard g(h);
+    int free_slot = -1;
+    for (std::size_t i = 0; i < SegmentHeader::kAttachSlots; ++i) {
+      auto& e = h.attach[i];
+      std::int32_t pid = e.pid.load(std::memory_order_relaxed);  // relaxed: admin lock held
+      if (pid == 0) {
+        if (free_slot < 0) free_slot = static_cast<int>(i);
+        continue;
+      }
+      sys::ProcessIdentity id{pid, 0, e.start_time.load(std::memory_order_relaxed)};
+      if (sys::liveness(id) == sys::Liveness::dead) {
+        // A process that died attached: its entry is reused (stale clean-up).
+        log().debug("{}: attach slot {} held by dead pid {}: reclaimed", label(s.name_), i, pid);
+        e.pid.store(0, std::memory_order_relaxed);
+        if (free_slot < 0) free_slot = static_cast<int>(i);
+      }
+    }
+    if (free_slot < 0) {
+      log().warn("{}: attach table full ({} live processes); pid {} is not recorded", label(s.name_),
+                 SegmentHeader::kAttachSlots, me.pid);
+      return;
+    }
+    auto& e = h.attach[free_slot];
+    // start_time first, then pid with release: a lock-free reader (shmkit ls) that sees the pid
+    // sees its start time (INVARIANT5).
+    e.start_time.store(me.start_time, std::memory_order_relaxed);
+    e.pid.store(me.pid, std::memory_order_release);
+    s.attach_slot_ = free_slot;
+  }
+
+  // Takes the file's flock, polling so the wait is bounded by the deadline.
+  static void flock_until(int fd, sys::Deadline deadline, const std::string& what) {
+    for (;;) {
+      int r = sys::flock(fd, LOCK_EX | LOCK_NB);
+      if (r == 0) return;
+      if (r != -EWOULDBLOCK) sys::check(r, what + ": flock");
+      if (sys::Clock::now() >= deadline)
+        throw Error(Errc::timed_out, what + ": timed out waiting for the process that is initialising it");
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+  static Segment open_named(std::string_view name_in, Mode mode, std::size_t size, const SegmentOptions& o) {
+    std::string bad = check_name(name_in);
+    if (!bad.empty()) throw Error(Errc::invalid_argument, "invalid segment name '" + std::string(name_in) + "': " + bad);
+    Segment s;
+    s.name_ = std::string(name_in);
+    const std::string what = label(s.name_);
+    const auto deadline = sys::Clock::now() + o.open_timeout;
+    for (;;) {
+      int fd = -ENOENT;
+      bool created = false;
+      if (mode != Mode::open) {
+        fd = sys::shm_open(s.name_.c_str(), O_RDWR | O_CREAT | O_EXCL, o.mode);
+        if (fd >= 0) {
+          created = true;
+          // shm_open applies the umask; the requested mode is the mode.
+          sys::check(sys::fchmod(fd, o.mode), what + ": fchmod");
+        } else if (fd != -EEXIST || mode == Mode::create) {
+          sys::check(fd, what + ": create");
+        }
+      }
+      if (fd < 0) {
+        fd = sys::shm_open(s.name_.c_str(), O_RDWR, 0);
+        if (fd == -ENOENT && mode == Mode::open_or_create) continue;  // removed meanwhile: race again
+        if (fd == -ENOENT) throw Error(Errc::not_found, what + ": no such segment (/dev/shm" + s.name_ + ")", ENOENT);
+        sys::check(fd, what + ": open");
+      }
+      s.fd_ = fd;
+      struct ::stat st;
+      sys::check(sys::fstat(fd, &st), what + ": fstat");
+      if (!o.allow_other_owner && st.st_uid != ::geteuid())
+        throw Error(Errc::permission_denied, what + ": owned by uid " + std::to_string(st.st_uid) +
+                                                 ", not by this user; pass allow_other_owner to open it");
+      flock_until(fd, deadline, what);
+      // Under the flock: nobody else is initialising. Decide whether the file needs initialising.
+      long fsize = sys::check(sys::file_size(fd), what + ": fstat");
+      bool needs_init = false;
+      if (fsize == 0) {
+        needs_init = true;  // a creator between create and flock, or one that died there
+      } else if (fsize >= static_cast<long>(sizeof(SegmentHeader))) {
+        HeaderImage img;
+        sys::check(sys::pread(fd, img.bytes.data(), img.bytes.size(), 0), what + ": read header");
+        needs_init = img.h().magic == SegmentHeader::kMagic &&
+                     img.h().state.load(std::memory_order_acquire) == static_cast<std::uint32_t>(SegmentState::initialising);
+        if (needs_init) log().warn("{}: creator pid {} died while initialising it", what, img.h().creator.pid);
+      }
+      if (needs_init && mode == Mode::open) {
+        if (fsize == 0 && sys::Clock::now() < deadline) {
+          // Perhaps the creator has not reached its flock yet: let go and look again shortly.
+          (void)sys::flock(fd, LOCK_UN);
+          s.fd_ = -1;
+          (void)sys::close(fd);
+          std::this_thread::sleep_for(std::chrono::milliseconds(2));
+          continue;
+        }
+        throw Error(fsize == 0 ? Errc::not_a_segment : Errc::owner_dead,
+                    what + (fsize == 0 ? ": empty file: not a shmkit segment, or its creator died before initialising it"
+                                       : ": its creator died while initialising it; remove it or use open_or_create"));
+      }
+      if (needs_init) {
+        if (!created) log().info("{}: initialising a segment left uninitialised", what);
+        try {
+          initialise(s, size, o, s.name_);
+        } catch (...) {
+          // Leave no half-made file behind for a segment this call created.
+          if (created) (void)sys::shm_unlink(s.name_.c_str());
+          throw;
+        }
+      } else {
+        if (mode == Mode::create && created)  // cannot happen: a new file is empty
+          throw Error(Errc::corrupt, what + ": newly created file was not empty");
+        map_existing(s, o);
+      }
+      if (o.attach) attach(s);
+      (void)sys::flock(fd, LOCK_UN);
+      return s;
+    }
+  }
+};
+
+std::string Segment::check_name(std::string_view name) {
+  if (name.size() < 2 || name[0] != '/') return "a segment name is '/' followed by at least one character";
+  if (name.size() > 251) return "longer than 251 characters";
+  for (std::size_t i = 1; i < name.size(); ++i) {
+    if (name[i] == '/') return "only the leading character may be '/'";
+    if (name[i] == '\0') return "contains a NUL character";
+  }
+  if (name == "/." || name == "/..") return "'.' and '..' are not names";
+  return {};
+}
+
+Segment Segment::create(std::string_view name, std::size_t size, const SegmentOptions& opts) {
+  return Raw::open_named(name, Mode::create, size, opts);
+}
+Segment Segment::open(std::string_view name, const SegmentOptions& opts) {
+  return Raw::open_named(name, Mode::open, 0, opts);
+}
+Segment Segment::open_or_create(std::string_view name, std::size_t size, const SegmentOptions& opts) {
+  return Raw::open_named(name, Mode::open_or_create, size, opts);
+}
+
+Segment Segment::create_anonymous(std::size_t size, const SegmentOptions& opts) {
+  Segment s;
+  s.fd_ = static_cast<int>(sys::check(sys::memfd_create("shmkit", MFD_CLOEXEC), "anonymous segment: memfd_create"));
+  static std::atomic<unsigned> counter{0};
+  // Relaxed: only uniqueness of the key matters.
+  std::string key = "anon:" + std::to_string(::getpid()) + ":" +
+                    std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
+  Raw::initialise(s, size, opts, key);
+  if (opts.attach) Raw::attach(s);
+  return s;
+}
+
+Segment Segment::adopt(int fd, const SegmentOptions& opts) {
+  Segment s;
+  s.fd_ = fd;
+  Raw::map_existing(s, opts);
+  if (opts.attach) Raw::attach(s);
+  return s;
+}
+
+void Segment::remove(std::string_view name) {
+  std::string bad = check_name(name);
+  if (!bad.empty()) throw Error(Errc::invalid_argument, "invalid segment name '" + std::string(name) + "': " + bad);
+  std::string n(name);
+  int r = sys::shm_unlink(n.c_str());
+  if (r == -ENOENT) throw Error(Errc::not_found, "segment " + n + ": no such segment", ENOENT);
+  sys::check(r, "segment " + n + ": unlink");
+  log().info("removed segment {}", n);
+}
+
+Segment::Segment(Segment&& o) noexcept
+    : map_(o.map_), capacity_(o.capacity_), fd_(o.fd_), name_(std::move(o.name_)), attach_slot_(o.attach_slot_) {
+  o.map_ = nullptr;
+  o.fd_ = -1;
+  o.attach_slot_ = -1;
+}
+
+Segment& Segment::operator=(Segment&& o) noexcept {
+  if (this != &o) {
+    close();
+    map_ = o.map_;
+    capacity_ = o.capacity_;
+    fd_ = o.fd_;
+    name_ = std::move(o.name_);
+    attach_slot_ = o.attach_slot_;
+    o.map_ = nullptr;
+    o.fd_ = -1;
+    o.attach_slot_ = -1;
+  }
+  return *this;
+}
+
+Segment::~Segment() { close(); }
+
+void Segment::close() noexcept {
+  if (map_ != nullptr && attach_slot_ >= 0) {
+    // Only the process that attached clears its entry (a forked child shares the object but is
+    // not that process).
+    auto& e = header().attach[attach_slot_];
+    sys::ProcessIdentity me = sys::this_process();
+    try {
+      AdminGuard g(header());
+      if (e.pid.load(std::memory_order_relaxed) == me.pid &&
+          e.start_time.load(std::memory_order_relaxed) == me.start_time)
+        e.pid.store(0, std::memory_order_release);
+    } catch (const std::exception& ex) {
+      log().warn("{}: detach failed: {}", Raw::label(name_), ex.what());
+    }
+  }
+  attach_slot_ = -1;
+  if (map_ != nullptr) {
+    if (detail::registry_release(map_)) (void)sys::munmap(map_, capacity_);
+    map_ = nullptr;
+  }
+  if (fd_ >= 0) {
+    (void)sys::close(fd_);
+    fd_ = -1;
+  }
+}
+
+std::uintptr_t Segment::home() const noexcept { return map_ ? header().base : 0; }
+
+std::size_t Segment::size() const noexcept {
+  // Acquire: pairs with the release store in try_grow, after the file was extended (INVARIANT6).
+  return map_ ? header().size.load(std::memory_order_acquire) : 0;
+}
+
+Lock& Segment::admin_lock() const noexcept { return header().admin_lock; }
+
+int Segment::try_grow(std::size_t new_size) noexcept {
+  if (map_ == nullptr) return -EBADF;
+  new_size = round_up(new_size, sys::page_size());
+  if (new_size <= size()) return 0;
+  if (new_size > capacity_) return -ENOMEM;
+  SegmentHeader& h = header();
+  LockResult r = h.admin_lock.acquire();
+  if (r == LockResult::not_recoverable) return -ENOTRECOVERABLE;
+  if (r == LockResult::owner_died) {
+    // Growth publishes size only after the file is extended, so a death anywhere leaves
+    // file size >= size (INVARIANT6); the attach table is checked by the next AdminGuard.
+    h.admin_lock.mark_consistent();
+  }
+  int rc = 0;
+  std::uint64_t cur = h.size.load(std::memory_order_relaxed);  // relaxed: admin lock held
+  if (new_size > cur) {
+    rc = sys::fallocate(fd_, static_cast<off_t>(cur), static_cast<off_t>(new_size - cur));
+    if (rc == 0) {
+      h.size.store(new_size, std::memory_order_release);  // pairs with size()'s acquire
+    }
+  }
+  h.admin_lock.unlock();
+  if (rc == 0) log().debug("{}: grew to {} bytes", Raw::label(name_), new_size);
+  return rc;
+}
+
+void Segment::grow(std::size_t new_size) {
+  int r = try_grow(new_size);
+  if (r == -ENOMEM)
+    throw Error(Errc::out_of_memory, Raw::label(name_) + ": cannot grow to " + std::to_string(new_size) +
+                                         " bytes: capacity is " + std::to_string(capacity_), ENOMEM);
+  if (r == -ENOSPC)
+    throw Error(Errc::out_of_memory, Raw::label(name_) + ": cannot grow to " + std::to_string(new_size) +
+                                         " bytes: /dev/shm is full", ENOSPC);
+  sys::check(r, Raw::label(name_) + ": grow");
+}
+
+std::vector<AttachedProcess> Segment::attached() const {
+  std::vector<AttachedProcess> out;
+  if (map_ == nullptr) return out;
+  for (auto& e : header().attach) {
+    std::int32_t pid = e.pid.load(std::memory_order_acquire);  // pairs with attach's release
+    if (pid == 0) continue;
+    sys::ProcessIdentity id{pid, 0, e.start_time.load(std::memory_order_relaxed)};
+    out.push_back({id, sys::liveness(id)});
+  }
+  return out;
+}
+
+void Segment::send_to(int unix_socket) const {
+  sys::check(sys::send_fd(unix_socket, fd_), Raw::label(name_) + ": send fd");
+}
+
+Segment Segment::receive_from(int unix_socket, const SegmentOptions& opts) {
+  int fd = static_cast<int>(sys::check(sys::recv_fd(unix_socket), "receive segment fd"));
+  return adopt(fd, opts);  // adopt owns fd, also when it throws
+}
+
+}  // namespace shmkit

@@ -1,0 +1,79 @@
+#include "inspect.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+
+#include <array>
+#include <cstring>
+
+#include "shmkit/sys/error.hpp"
+#include "shmkit/sys/syscall.hpp"
+
+namespace shmkit::tool {
+
+bool is_stale(const SegmentSummary& s) {
+  if (s.state == static_cast<std::uint32_t>(SegmentState::initialising))
+    return sys::liveness(s.creator) == sys::Liveness::dead;
+  bool any_dead = false;
+  for (auto& a : s.attached) {
+    if (a.liveness != sys::Liveness::dead) return false;
+    any_dead = true;
+  }
+  return any_dead;
+}
+
+SegmentSummary summarise(const Segment& seg) {
+  SegmentSummary s;
+  const SegmentHeader& h = seg.header();
+  s.name = seg.name();
+  s.base = h.base;
+  s.size = seg.size();
+  s.capacity = h.capacity;
+  s.version = h.version;
+  s.state = h.state.load(std::memory_order_acquire);
+  s.creator = h.creator;
+  s.attached = seg.attached();
+  s.at_home = seg.at_home();
+  long fs = sys::file_size(seg.fd());
+  s.file_size = fs > 0 ? static_cast<std::uint64_t>(fs) : 0;
+  s.stale = is_stale(s);
+  return s;
+}
+
+std::vector<Listed> list_segments() {
+  std::vector<Listed> out;
+  DIR* d = ::opendir("/dev/shm");
+  if (d == nullptr) throw_errno("cannot list /dev/shm", errno);
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::string path = std::string("/dev/shm/") + e->d_name;
+    int fd = sys::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) continue;
+    std::uint64_t magic = 0;
+    struct ::stat st;
+    bool regular = sys::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    ssize_t n = regular ? sys::pread(fd, &magic, sizeof magic, 0) : -1;
+    (void)sys::close(fd);
+    if (n != static_cast<ssize_t>(sizeof magic) || magic != SegmentHeader::kMagic) continue;
+    Listed l;
+    l.name = std::string("/") + e->d_name;
+    try {
+      SegmentOptions o;
+      o.attach = false;
+      o.relocate = Relocate::allowed;
+      o.open_timeout = std::chrono::milliseconds(200);
+      o.allow_other_owner = true;
+      Segment seg = Segment::open(l.name, o);
+      l.summary = summarise(seg);
+      l.stale = l.summary->stale;
+    } catch (const Error& err) {
+      l.error = err.what();
+      l.stale = err.code() == Errc::owner_dead;
+    }
+    out.push_back(std::move(l));
+  }
+  ::closedir(d);
+  return out;
+}
+
+}  // namespace shmkit::tool
