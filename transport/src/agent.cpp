@@ -238,8 +238,9 @@ struct Agent::Impl {
   void on_write(Client& c, std::span<const std::byte> payload) {
     wire::Reader r(payload);
     mp::WriteRequest req;
+    // on_header() checked header.length >= kWriteRequestPrefix, so the subtraction cannot wrap.
     if (!r.pod(req) || r.finish() != wire::Status::ok ||
-        std::uint64_t{c.header.length} != mp::kWriteRequestPrefix + req.length)
+        std::uint64_t{c.header.length} - mp::kWriteRequestPrefix != req.length)
       return reject(c, c.header.tag, mp::ids::write, EPROTO,
                     "Write request whose length does not match its frame");
     const Window* cw = find(req.address, req.length);
