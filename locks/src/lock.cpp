@@ -169,7 +169,7 @@ void RobustCore::abandon_inconsistent(ThreadState& ts) noexcept {
   RobustListHead* h = ts.head;
   h->list_op_pending = &next;
   list_fence();
-  unlink();
+  unlink(h);
   list_fence();
   depth = 0;
   // Back to what the kernel leaves when an owner dies: no owner, OWNER_DIED, and WAITERS so the

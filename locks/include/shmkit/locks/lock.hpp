@@ -171,11 +171,18 @@ struct RobustCore {
   // may carry bit 0 (glibc's PI robust mutexes); it is masked when an entry is used as an address
   // and copied unchanged otherwise. The head's list field is written last: that single store makes
   // the node reachable for the kernel (before it, list_op_pending covers the lock).
+  //
+  // One deviation, for the uncontended path's sake: glibc's robust_prev (the head's "prev", written
+  // by ENQUEUE/DEQUEUE when the list is or becomes empty) is never read by glibc or the kernel — the
+  // first entry's prev points at the head itself — so we skip that store (and the matching one in
+  // unlink()) when the list is empty. Every other prev is kept exactly as glibc keeps it.
   void link(RobustListHead* h) noexcept {
     void* first = h->list;
-    auto* first_prev = reinterpret_cast<void**>(
-        (reinterpret_cast<std::uintptr_t>(first) & ~std::uintptr_t{1}) - sizeof(void*));
-    *first_prev = &next;  // first's prev (glibc's robust_prev when the list is empty)
+    if (first != h) {
+      auto* first_prev = reinterpret_cast<void**>(
+          (reinterpret_cast<std::uintptr_t>(first) & ~std::uintptr_t{1}) - sizeof(void*));
+      *first_prev = &next;  // the old first entry's prev
+    }
     next = first;
     prev = h;  // glibc: (void*)&THREAD_SELF->robust_head == &head->list
     list_fence();
@@ -183,12 +190,14 @@ struct RobustCore {
   }
   // glibc DEQUEUE_MUTEX: the store to prev's `next` is the one that takes the node out of the
   // chain the kernel walks (list_op_pending covers the lock around it).
-  void unlink() noexcept {
+  void unlink(RobustListHead* h) noexcept {
     void* n = next;
     void* p = prev;
-    auto* next_prev = reinterpret_cast<void**>(
-        (reinterpret_cast<std::uintptr_t>(n) & ~std::uintptr_t{1}) - sizeof(void*));
-    *next_prev = p;
+    if (n != h) {  // the head's robust_prev is write-only (see link())
+      auto* next_prev = reinterpret_cast<void**>(
+          (reinterpret_cast<std::uintptr_t>(n) & ~std::uintptr_t{1}) - sizeof(void*));
+      *next_prev = p;
+    }
     auto* prev_next = reinterpret_cast<void**>(reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{1});
     *prev_next = n;
   }
@@ -202,6 +211,15 @@ struct RobustCore {
 
   // One CAS 0 -> tid; on success the node is linked. On failure list_op_pending is left pointing at
   // this lock: the caller continues in acquire_slow(), which keeps it so until it returns.
+  //
+  // INVARIANT6 (this thread's list_op_pending): null, or the node of a lock this thread is
+  // locking/unlocking right now, or the node of a lock this thread holds. The fast path leaves it
+  // on the lock just acquired instead of clearing it (one store less: stores before the next
+  // locked instruction must drain, and the uncontended path is a handful of them). That is
+  // harmless: the kernel processes a pending entry once (skipping it during the list walk), acts
+  // only on a word that names the dying thread, and the lock stays mapped while held. release()
+  // then finds it already set, and clears it after the word is released — never leaving it on a
+  // lock this thread no longer holds, whose memory may be reused for anything.
   bool acquire_fast(ThreadState& ts) noexcept {
     RobustListHead* h = ts.head;
     h->list_op_pending = &next;  // dying between the CAS and link() must still be seen
@@ -212,17 +230,15 @@ struct RobustCore {
                                       std::memory_order_relaxed)) [[unlikely]]
       return false;
     link(h);
-    list_fence();
-    h->list_op_pending = nullptr;
     return true;
   }
 
   // Precondition: this thread owns the lock (owned_by(ts)). Unlinks, then one CAS tid -> 0.
   void release(ThreadState& ts) noexcept {
     RobustListHead* h = ts.head;
-    h->list_op_pending = &next;
+    if (h->list_op_pending != &next) h->list_op_pending = &next;  // usually still set: INVARIANT6
     list_fence();
-    unlink();
+    unlink(h);
     list_fence();
     std::uint32_t expected = ts.tid;
     // release: publishes the critical section to the next acquirer (its acquire CAS).
