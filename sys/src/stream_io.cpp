@@ -7,6 +7,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <pthread.h>
+#include <time.h>
+
 #include <cerrno>
 
 namespace shmkit::sys {
@@ -96,6 +99,16 @@ int set_dumpable(bool on) noexcept {
 }
 int setresuid(uid_t r, uid_t e, uid_t s) noexcept { return ::setresuid(r, e, s) == 0 ? 0 : -errno; }
 int setresgid(gid_t r, gid_t e, gid_t s) noexcept { return ::setresgid(r, e, s) == 0 ? 0 : -errno; }
+
+int thread_sigmask(int how, const sigset_t* set, sigset_t* old) noexcept {
+  return -::pthread_sigmask(how, set, old);  // returns the error number itself
+}
+int sigpending(sigset_t* out) noexcept { return ::sigpending(out) == 0 ? 0 : -errno; }
+int take_pending_signal(const sigset_t* set) noexcept {
+  timespec zero{0, 0};
+  int r = ::sigtimedwait(set, nullptr, &zero);
+  return r >= 0 ? r : -errno;
+}
 
 int memfd_secret(unsigned flags) noexcept {
 #ifdef SYS_memfd_secret

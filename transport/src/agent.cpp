@@ -409,7 +409,9 @@ struct Agent::Impl {
     ++stats.clients_closed;
   }
 
-  std::size_t serve_once(int timeout_ms) {
+  // Precondition: SIGPIPE is blocked in this thread (a splice into the socket of a client that
+  // died raises it): serve_once() and run() hold a SigpipeBlock.
+  std::size_t serve_once_unguarded(int timeout_ms) {
     {
       std::lock_guard<std::mutex> g(mu);
       for (int fd : pending) {
@@ -494,11 +496,15 @@ void Agent::add_client(int fd) {
   impl_->wake();
 }
 
-std::size_t Agent::serve_once(int timeout_ms) { return impl_->serve_once(timeout_ms); }
+std::size_t Agent::serve_once(int timeout_ms) {
+  SigpipeBlock no_sigpipe;
+  return impl_->serve_once_unguarded(timeout_ms);
+}
 
 void Agent::run(bool until_no_clients) {
+  SigpipeBlock no_sigpipe;
   while (!impl_->stop_requested.load(std::memory_order_acquire)) {  // pairs with stop()'s release
-    std::size_t n = impl_->serve_once(-1);
+    std::size_t n = impl_->serve_once_unguarded(-1);
     if (until_no_clients && n == 0) {
       std::lock_guard<std::mutex> g(impl_->mu);
       if (impl_->pending.empty()) return;

@@ -87,7 +87,8 @@ SocketTransport::~SocketTransport() {
 
 int SocketTransport::fail(int err) noexcept {
   broken_ = true;
-  return err;
+  // A reset connection is a gone peer, like EOF: one code for callers to test.
+  return err == -ECONNRESET ? -EPIPE : err;
 }
 
 int SocketTransport::expect_reply(wire::Tag tag, wire::Header& h) noexcept {

@@ -20,6 +20,26 @@ int Deadline::poll_timeout_ms() const noexcept {
   return left.count() > INT_MAX ? INT_MAX : static_cast<int>(left.count());
 }
 
+SigpipeBlock::SigpipeBlock() noexcept {
+  sigset_t pipe_only;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  sigset_t pending;
+  if (sys::sigpending(&pending) == 0) was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+  ok_ = sys::thread_sigmask(SIG_BLOCK, &pipe_only, &old_) == 0;
+}
+
+SigpipeBlock::~SigpipeBlock() {
+  if (!ok_) return;
+  sigset_t pipe_only;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  sigset_t pending;
+  if (!was_pending_ && sys::sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1)
+    (void)sys::take_pending_signal(&pipe_only);
+  (void)sys::thread_sigmask(SIG_SETMASK, &old_, nullptr);
+}
+
 namespace {
 
 ssize_t raw_transfer(TransferKind kind, int rfd, loff_t* roff, int wfd, loff_t* woff,

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -52,6 +53,12 @@ namespace shmkit::sys {
 [[nodiscard]] int set_dumpable(bool on) noexcept;  // prctl(PR_SET_DUMPABLE)
 [[nodiscard]] int setresuid(uid_t r, uid_t e, uid_t s) noexcept;
 [[nodiscard]] int setresgid(gid_t r, gid_t e, gid_t s) noexcept;
+
+// Signal mask of the calling thread (pthread_sigmask), pending signals, and taking a pending
+// signal without waiting (sigtimedwait with a zero timeout: the signal number, or -EAGAIN).
+[[nodiscard]] int thread_sigmask(int how, const sigset_t* set, sigset_t* old) noexcept;
+[[nodiscard]] int sigpending(sigset_t* out) noexcept;
+[[nodiscard]] int take_pending_signal(const sigset_t* set) noexcept;
 
 // memfd_secret(2): a memory file the kernel keeps out of its own direct map; it cannot be spliced
 // (splice says EINVAL), which is what the transport tests use it for. fd or -errno (-ENOSYS when

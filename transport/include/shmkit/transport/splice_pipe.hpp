@@ -18,11 +18,16 @@
 // wait is bounded by the caller's deadline: an expired deadline is -ETIMEDOUT, a peer that hung
 // up is -EPIPE / 0 (EOF) from the next transfer, never a hang.
 //
+// SIGPIPE: splice(2) into a socket whose peer is gone raises SIGPIPE (there is no MSG_NOSIGNAL
+// for splice). Code that splices into sockets holds a SigpipeBlock around it (the Agent does), or
+// runs with SIGPIPE ignored or blocked.
+//
 // EINVAL from splice means "this pair of descriptors cannot splice" (a file system without
 // splice support, an O_APPEND destination, ...): callers fall back to plain copies. What
 // was already moved into the pipe stays there; drain_to_memory() hands it back to user memory.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -44,6 +49,22 @@ class Deadline {
  private:
   explicit Deadline(std::chrono::steady_clock::time_point at) noexcept : at_(at) {}
   std::chrono::steady_clock::time_point at_;
+};
+
+// Blocks SIGPIPE in the calling thread for its lifetime; a SIGPIPE raised meanwhile (by a splice
+// into a dead socket) is taken off the thread's pending set before the old mask is restored, so
+// it is never delivered. A SIGPIPE already pending before is left alone.
+class SigpipeBlock {
+ public:
+  SigpipeBlock() noexcept;
+  ~SigpipeBlock();
+  SigpipeBlock(const SigpipeBlock&) = delete;
+  SigpipeBlock& operator=(const SigpipeBlock&) = delete;
+
+ private:
+  sigset_t old_;
+  bool was_pending_ = false;
+  bool ok_ = false;
 };
 
 enum class TransferKind { splice, tee };
