@@ -211,23 +211,21 @@ std::uint64_t ChannelServer::poll() {
   return n;
 }
 
+bool ChannelServer::any_request() const noexcept {
+  for (std::uint32_t i = 0; i < ch_.windows(); ++i)
+    if (ch_.window(i).turn.load(std::memory_order_relaxed) == ChannelWindow::kServerTurn) return true;
+  return false;
+}
+
 std::uint64_t ChannelServer::serve(const std::atomic<bool>& stop, sys::Deadline deadline) {
   if (!started_) start();
   ChannelControl& c = *ch_.control();
   std::uint64_t served = 0;
-  std::uint32_t idle = 0;
   while (!stop.load(std::memory_order_acquire)) {
     std::uint64_t n = poll();
     served += n;
-    if (n != 0) {
-      idle = 0;
-      continue;
-    }
-    if (++idle < spin_) {
-      sys::cpu_relax();
-      continue;
-    }
-    idle = 0;
+    if (n != 0) continue;
+    if (spin_.spin([&] { return any_request() || stop.load(std::memory_order_relaxed); })) continue;
     auto now = sys::Clock::now();
     if (now >= deadline) break;
     // Sleep protocol (pairs with ChannelClient::exchange): announce, read the doorbell, re-scan,
@@ -300,12 +298,10 @@ ChannelStatus ChannelClient::exchange(sys::Deadline deadline) noexcept {
     c.doorbell.fetch_add(1, std::memory_order_seq_cst);
     sys::futex_wake(c.doorbell, 1);
   }
-  // Bounded spin: the reply of a short handler comes back in well under a microsecond when
-  // client and server run on different cores.
-  for (std::uint32_t i = 0; i < spin_; ++i) {
-    if (w.turn.load(std::memory_order_acquire) == ChannelWindow::kClientTurn) return ChannelStatus::ok;
-    sys::cpu_relax();
-  }
+  // Bounded adaptive spin: the reply of a short handler comes back in well under a microsecond
+  // when client and server run on different cores (channel_spin.hpp).
+  if (spin_.spin([&] { return w.turn.load(std::memory_order_acquire) == ChannelWindow::kClientTurn; }))
+    return ChannelStatus::ok;
   for (;;) {
     w.client_sleeping.store(1, std::memory_order_seq_cst);
     if (w.turn.load(std::memory_order_seq_cst) == ChannelWindow::kClientTurn) break;

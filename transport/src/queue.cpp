@@ -101,6 +101,8 @@ Queue Queue::attach(void* mem, std::size_t bytes, std::span<std::byte> receipt_r
   q.capacity_ = c->capacity;
   q.max_message_ = c->max_message;
   q.receipt_region_ = receipt_region;
+  q.wake_threshold_ = std::min<std::uint64_t>(q.capacity_, std::max<std::uint64_t>(q.capacity_ / 2,
+                                                                                  min_ring_bytes(q.max_message_)));
   return q;
 }
 
@@ -200,8 +202,8 @@ QueueResult Queue::push_locked(std::span<const std::byte> msg) noexcept {
   RecordHeader rh{static_cast<std::uint32_t>(msg.size()), kKindMsg, pos};
   std::memcpy(ring_ + idx, &rh, sizeof rh);
   if (!msg.empty()) std::memcpy(ring_ + idx + sizeof rh, msg.data(), msg.size());
-  // The commit (INVARIANT5). seq_cst: ordered before the load of consumers_waiting below, the
-  // other half of the sleep protocol in wait_until() (a consumer increments the count, then
+  // The commit (INVARIANT5). seq_cst: ordered before the load of consumers_armed in
+  // wake_consumer(), the other half of the sleep protocol in wait_until() (a consumer arms, then
   // re-reads tail).
   ctl_->tail.store(pos + rec, std::memory_order_seq_cst);
   return {QueueStatus::ok, static_cast<std::uint32_t>(msg.size()), pos};
@@ -213,34 +215,33 @@ QueueResult Queue::try_push(std::span<const std::byte> msg) noexcept {
   if (s != QueueStatus::ok) return {s, 0, 0};
   QueueResult r = push_locked(msg);
   unlock_side(Side::producer);
-  if (r.status == QueueStatus::ok && ctl_->consumers_waiting.load(std::memory_order_seq_cst) != 0) {
-    ctl_->not_empty.fetch_add(1, std::memory_order_seq_cst);
-    sys::futex_wake(ctl_->not_empty, 1);
-  }
+  if (r.status == QueueStatus::ok) wake_consumer();
   return r;
 }
 
 namespace {
 
-// Spins, then sleeps on `word` until ready() or the deadline. The sleeper protocol: count
-// ourselves in `waiters` (seq_cst RMW), read the word, re-check ready() (seq_cst loads inside),
-// then sleep only if the word is unchanged. A waker stores its commit (seq_cst), then reads
-// `waiters` (seq_cst) and bumps the word before waking. In the single total order either the
-// waker sees our count, or our re-check sees its commit: no lost wake-up.
+// Spins, then sleeps on `word` until ready() or the deadline. The sleeper protocol: read the
+// word, arm (seq_cst store), re-check ready() (seq_cst loads inside), then sleep only if the word
+// still holds what we read. A waker stores its commit (seq_cst), then reads `armed` (seq_cst); if
+// armed it clears it, bumps the word and wakes. In the single total order either the waker sees
+// our arming, or our re-check sees its commit; a bump after our read of the word makes the
+// futex_wait return at once. No lost wake-up.
 template <class Ready>
-void wait_until(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiters, Ready ready,
-                std::uint32_t spin, sys::Deadline deadline) noexcept {
-  for (std::uint32_t i = 0; i < spin; ++i) {
-    if (ready()) return;
-    sys::cpu_relax();
-  }
-  waiters.fetch_add(1, std::memory_order_seq_cst);
+void wait_until(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& armed, Ready ready,
+                AdaptiveSpin& spin, sys::Deadline deadline) noexcept {
+  if (spin.spin(ready)) return;
   std::uint32_t seen = word.load(std::memory_order_seq_cst);
+  armed.store(1, std::memory_order_seq_cst);
   if (!ready()) {
     auto slice = sys::Clock::now() + kSleepSlice;
     (void)sys::futex_wait(word, seen, std::min(deadline, slice));
   }
-  waiters.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+// The waker's half: one FUTEX_WAKE per arming.
+bool disarm(std::atomic<std::uint32_t>& armed) noexcept {
+  return armed.load(std::memory_order_seq_cst) != 0 && armed.exchange(0, std::memory_order_seq_cst) != 0;
 }
 
 }  // namespace
@@ -254,10 +255,7 @@ QueueResult Queue::push(std::span<const std::byte> msg, sys::Deadline deadline) 
     QueueResult r = push_locked(msg);
     unlock_side(Side::producer);
     if (r.status == QueueStatus::ok) {
-      if (ctl_->consumers_waiting.load(std::memory_order_seq_cst) != 0) {
-        ctl_->not_empty.fetch_add(1, std::memory_order_seq_cst);
-        sys::futex_wake(ctl_->not_empty, 1);
-      }
+      wake_consumer();
       return r;
     }
     if (r.status != QueueStatus::would_block) return r;
@@ -272,7 +270,7 @@ QueueResult Queue::push(std::span<const std::byte> msg, sys::Deadline deadline) 
       return ctl_->closed.load(std::memory_order_seq_cst) != 0 || t < h ||
              pad + rec <= capacity_ - std::min(capacity_, t - h);
     };
-    wait_until(ctl_->not_full, ctl_->producers_waiting, ready, spin_, deadline);
+    wait_until(ctl_->not_full, ctl_->producers_armed, ready, push_spin_, deadline);
   }
 }
 
@@ -323,16 +321,33 @@ QueueResult Queue::pop_locked(std::span<std::byte> out, PopReceipt* receipt) noe
   }
 }
 
+void Queue::wake_producers() noexcept {
+  // seq_cst load: the other half of the producers' sleep protocol (wait_until), after our
+  // seq_cst commit of head.
+  if (ctl_->producers_armed.load(std::memory_order_seq_cst) == 0) return;
+  std::uint64_t used = bytes_used();
+  // Hysteresis (see the header): a sleeping producer is woken once wake_threshold_ bytes are
+  // free. Its own readiness test is "my message fits", and it only sleeps when it does not, so
+  // free < pad + rec <= wake_threshold_ then, and the free space must cross the threshold again
+  // (seen here) before it can fit: no lost wake-up. The 50 ms slice backs this up.
+  if (capacity_ - std::min(used, capacity_) < wake_threshold_ || !disarm(ctl_->producers_armed)) return;
+  ctl_->not_full.fetch_add(1, std::memory_order_seq_cst);
+  sys::futex_wake_all(ctl_->not_full);  // all: each producer re-checks whether its message fits
+}
+
+void Queue::wake_consumer() noexcept {
+  if (!disarm(ctl_->consumers_armed)) return;
+  ctl_->not_empty.fetch_add(1, std::memory_order_seq_cst);
+  sys::futex_wake(ctl_->not_empty, 1);
+}
+
 QueueResult Queue::try_pop(std::span<std::byte> out, PopReceipt* receipt) noexcept {
   if (receipt != nullptr && !receipt_ok(receipt)) return {QueueStatus::corrupt, 0, 0};
   QueueStatus s = lock_side(Side::consumer, true, sys::kNoDeadline);
   if (s != QueueStatus::ok) return {s, 0, 0};
   QueueResult r = pop_locked(out, receipt);
   unlock_side(Side::consumer);
-  if (r.status == QueueStatus::ok && ctl_->producers_waiting.load(std::memory_order_seq_cst) != 0) {
-    ctl_->not_full.fetch_add(1, std::memory_order_seq_cst);
-    sys::futex_wake(ctl_->not_full, 1);
-  }
+  if (r.status == QueueStatus::ok) wake_producers();
   return r;
 }
 
@@ -344,10 +359,10 @@ QueueResult Queue::pop(std::span<std::byte> out, sys::Deadline deadline, PopRece
     QueueResult r = pop_locked(out, receipt);
     unlock_side(Side::consumer);
     if (r.status == QueueStatus::ok) {
-      if (ctl_->producers_waiting.load(std::memory_order_seq_cst) != 0) {
-        ctl_->not_full.fetch_add(1, std::memory_order_seq_cst);
-        sys::futex_wake(ctl_->not_full, 1);
-      }
+      wake_producers();
+      // Pass the wake on: the producer woke one sleeper per arming; if messages remain, another
+      // armed consumer may take them in parallel.
+      if (!empty()) wake_consumer();
       return r;
     }
     if (r.status != QueueStatus::would_block) return r;
@@ -356,7 +371,7 @@ QueueResult Queue::pop(std::span<std::byte> out, sys::Deadline deadline, PopRece
       return ctl_->tail.load(std::memory_order_seq_cst) != ctl_->head.load(std::memory_order_seq_cst) ||
              ctl_->closed.load(std::memory_order_seq_cst) != 0;
     };
-    wait_until(ctl_->not_empty, ctl_->consumers_waiting, ready, spin_, deadline);
+    wait_until(ctl_->not_empty, ctl_->consumers_armed, ready, pop_spin_, deadline);
   }
 }
 

@@ -46,6 +46,7 @@
 #include "shmkit/locks/lock.hpp"
 #include "shmkit/sys/futex_word.hpp"
 #include "shmkit/sys/process.hpp"
+#include "shmkit/transport/channel_spin.hpp"
 #include "shmkit/transport/wire.hpp"
 
 namespace shmkit::transport {
@@ -170,17 +171,19 @@ class ChannelServer {
   // Wakes a serve() that sleeps (for example after setting its stop flag from another thread).
   void wake() noexcept;
 
-  void set_spin(std::uint32_t iterations) noexcept { spin_ = iterations; }
-  static constexpr std::uint32_t kDefaultSpin = 20000;
+  // Maximum spin iterations (~50 ns each) while idle before sleeping; adapts below it
+  // (channel_spin.hpp). 0 = sleep at once.
+  void set_spin(std::uint32_t iterations) noexcept { spin_.set_max(iterations); }
 
  private:
   void serve_window(std::uint32_t i) noexcept;
+  bool any_request() const noexcept;
 
   Channel ch_;
   std::vector<Handler> handlers_;  // indexed by id; empty function = unsupported
   std::vector<wire::MsgId> ids_;
   bool started_ = false;
-  std::uint32_t spin_ = kDefaultSpin;
+  AdaptiveSpin spin_;
 };
 
 // -- client ------------------------------------------------------------------------------------
@@ -215,8 +218,9 @@ class ChannelClient {
   // Releases the window (also done by the destructor).
   void disconnect() noexcept;
 
-  void set_spin(std::uint32_t iterations) noexcept { spin_ = iterations; }
-  static constexpr std::uint32_t kDefaultSpin = 20000;
+  // Maximum spin iterations (~50 ns each) waiting for a reply before sleeping; adapts below it
+  // (channel_spin.hpp). 0 = sleep at once.
+  void set_spin(std::uint32_t iterations) noexcept { spin_.set_max(iterations); }
 
  private:
   // Hands the window to the server and waits for it back.
@@ -231,7 +235,7 @@ class ChannelClient {
   std::uint32_t max_message_ = 0;
   wire::Tag next_tag_ = 1;
   wire::Hello server_hello_;
-  std::uint32_t spin_ = kDefaultSpin;
+  AdaptiveSpin spin_;
 };
 
 }  // namespace shmkit::transport

@@ -23,10 +23,14 @@
 // exactly one pop that returned ok (or, with a receipt, whose receipt names it), or it is still in
 // the queue.
 //
-// Blocking. push/pop spin briefly (set_spin()) and then sleep on a futex word with the deadline.
-// Sleepers are counted so that a non-blocking operation makes no system call when nobody sleeps.
-// A process killed while asleep leaves its count behind: the queue stays correct but the other
-// side then issues a futex wake per operation (a few hundred ns) — documented, not repaired.
+// Blocking. push/pop spin briefly (adaptively, channel_spin.hpp) and then sleep on a futex word
+// with the deadline. A sleeper arms a flag before it sleeps; a waker that finds it armed clears it
+// and makes the one FUTEX_WAKE, so an operation makes no system call when nobody sleeps and only
+// one per sleep (a count of sleepers would make every operation between the wake and the
+// sleeper's getting the CPU pay a system call; a consumer that pops and sees more messages passes
+// the wake on to the next sleeper). A sleeper killed while armed costs one spurious wake. A consumer wakes sleeping producers only once half the ring (or room for the largest
+// message with its pad, if more) is free: waking a producer per popped message would make a full
+// queue cost a sleep and a wake-up per message.
 #pragma once
 
 #include <atomic>
@@ -36,6 +40,7 @@
 
 #include "shmkit/locks/lock.hpp"
 #include "shmkit/sys/futex_word.hpp"
+#include "shmkit/transport/channel_spin.hpp"
 
 namespace shmkit::transport {
 
@@ -96,9 +101,9 @@ struct QueueControl {
   alignas(64) std::atomic<std::uint64_t> tail;
   alignas(64) std::atomic<std::uint64_t> head;
   alignas(64) std::atomic<std::uint32_t> not_empty;  // futex word, bumped when items appear
-  std::atomic<std::uint32_t> consumers_waiting;
+  std::atomic<std::uint32_t> consumers_armed;        // 1: a consumer may sleep on not_empty
   alignas(64) std::atomic<std::uint32_t> not_full;   // futex word, bumped when space appears
-  std::atomic<std::uint32_t> producers_waiting;
+  std::atomic<std::uint32_t> producers_armed;        // 1: a producer may sleep on not_full
   alignas(64) std::atomic<std::uint32_t> closed;
 };
 static_assert(std::is_standard_layout_v<QueueControl>, "QueueControl lives in shared memory");
@@ -149,11 +154,12 @@ class Queue {
   std::uint32_t max_message() const noexcept { return ctl_->max_message; }
   QueueControl* control() const noexcept { return ctl_; }
 
-  // Spin iterations (each one CPU pause plus a load) before sleeping. 0 = sleep at once. Local
-  // to this handle. The default suits two processes on different cores; on a loaded machine a
-  // spin steals the core the partner needs, so lower it.
-  void set_spin(std::uint32_t iterations) noexcept { spin_ = iterations; }
-  static constexpr std::uint32_t kDefaultSpin = 4000;
+  // Maximum spin iterations (each one CPU pause plus a load, ~50 ns) before sleeping; the
+  // budget adapts below it (channel_spin.hpp). 0 = sleep at once. Local to this handle.
+  void set_spin(std::uint32_t iterations) noexcept {
+    push_spin_.set_max(iterations);
+    pop_spin_.set_max(iterations);
+  }
 
  private:
   enum class Side { producer, consumer };
@@ -164,6 +170,8 @@ class Queue {
   QueueResult push_locked(std::span<const std::byte> msg) noexcept;
   QueueResult pop_locked(std::span<std::byte> out, PopReceipt* receipt) noexcept;
   bool receipt_ok(const void* r) const noexcept;
+  void wake_producers() noexcept;
+  void wake_consumer() noexcept;
   std::byte* ring() const noexcept { return ring_; }
 
   QueueControl* ctl_ = nullptr;
@@ -171,7 +179,9 @@ class Queue {
   std::uint64_t capacity_ = 0;  // local copy: never trusted from shared memory after attach
   std::uint32_t max_message_ = 0;
   std::span<std::byte> receipt_region_;
-  std::uint32_t spin_ = kDefaultSpin;
+  AdaptiveSpin push_spin_;
+  AdaptiveSpin pop_spin_;
+  std::uint64_t wake_threshold_ = 0;  // free bytes at which a consumer wakes sleeping producers
 };
 
 }  // namespace shmkit::transport

@@ -1,0 +1,220 @@
+// queue_oneway_64B: one forked producer process sends 64-byte messages to this (consumer) process;
+// items_per_second counted at the consumer. Variants:
+//   shmkit_queue         transport::Queue in shared memory (push / pop, spin then futex)
+//   boost_message_queue  boost::interprocess::message_queue (capacity 1024 messages of 64 bytes)
+//   unix_seqpacket       a SOCK_SEQPACKET socketpair, one 64-byte packet per message
+//   spin_ring_limit      a bare single-producer single-consumer ring of 1024 slots spun on
+// Goal: shmkit_queue >= 5 x boost_message_queue.
+//
+// A run of n iterations moves n messages: the producer is forked before the timed region, sends
+// exactly n and exits; the consumer checks every message's sequence number.
+#include <benchmark/benchmark.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <boost/interprocess/ipc/message_queue.hpp>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "shmkit/sys/proc_control.hpp"
+#include "shmkit/sys/syscall.hpp"
+#include "shmkit/transport/queue.hpp"
+
+namespace {
+
+namespace sys = shmkit::sys;
+namespace tr = shmkit::transport;
+constexpr std::size_t kMsg = 64;
+constexpr std::size_t kSlots = 1024;
+
+struct Message {
+  std::uint64_t seq;
+  std::byte filler[kMsg - 8];
+};
+static_assert(sizeof(Message) == kMsg);
+
+class SharedMap {
+ public:
+  explicit SharedMap(std::size_t n) : n_(n) {
+    if (sys::mmap(&p_, nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0) != 0) p_ = nullptr;
+  }
+  ~SharedMap() {
+    if (p_ != nullptr) (void)sys::munmap(p_, n_);
+  }
+  SharedMap(const SharedMap&) = delete;
+  SharedMap& operator=(const SharedMap&) = delete;
+  std::byte* get() const { return static_cast<std::byte*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+  std::size_t n_;
+};
+
+template <class F>
+pid_t fork_partner(F&& body) {
+  pid_t pid = sys::fork();
+  if (pid == 0) sys::exit_now(body());
+  return pid;
+}
+// Reaps the partner; a run that failed kills it first (it may be blocked forever on its side).
+bool reap_ok(pid_t pid, bool run_ok = true) {
+  if (!run_ok) (void)sys::kill(pid, SIGKILL);
+  int st = 0;
+  return sys::waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+// The same bytes of ring as the other variants: 1024 records of 16 + 64 bytes.
+void bm_shmkit_queue(benchmark::State& state) {
+  const std::size_t bytes = tr::Queue::required_bytes(kSlots * (tr::Queue::kRecordHeader + kMsg));
+  SharedMap mem(bytes);
+  if (mem.get() == nullptr) return state.SkipWithError("mmap failed");
+  tr::Queue q = tr::Queue::create(mem.get(), bytes, kMsg);
+  if (getenv("SPIN")) q.set_spin(static_cast<std::uint32_t>(atoi(getenv("SPIN"))));
+  const std::int64_t n = static_cast<std::int64_t>(state.max_iterations);
+  pid_t pid = fork_partner([&] {
+    Message m{};
+    for (std::int64_t i = 0; i < n; ++i) {
+      m.seq = static_cast<std::uint64_t>(i);
+      if (q.push({reinterpret_cast<std::byte*>(&m), sizeof m}).status != tr::QueueStatus::ok) return 1;
+    }
+    return 0;
+  });
+  if (pid < 0) return state.SkipWithError("fork failed");
+  Message m;
+  std::uint64_t expect = 0;
+  bool ok = true;
+  for (auto _ : state) {
+    tr::QueueResult r = q.pop({reinterpret_cast<std::byte*>(&m), sizeof m});
+    if (r.status != tr::QueueStatus::ok || r.size != kMsg || m.seq != expect++) {
+      ok = false;
+      break;
+    }
+  }
+  if (!reap_ok(pid, ok) || !ok) return state.SkipWithError("shmkit queue transfer failed");
+  state.SetItemsProcessed(state.iterations());
+}
+
+void bm_boost_message_queue(benchmark::State& state) {
+  namespace bip = boost::interprocess;
+  const std::string name = "shmkit-bench-queue-" + std::to_string(sys::getpid());
+  bip::message_queue::remove(name.c_str());
+  const std::int64_t n = static_cast<std::int64_t>(state.max_iterations);
+  bool ok = true;
+  {
+    bip::message_queue q(bip::create_only, name.c_str(), kSlots, kMsg);
+    pid_t pid = fork_partner([&] {
+      Message m{};
+      for (std::int64_t i = 0; i < n; ++i) {
+        m.seq = static_cast<std::uint64_t>(i);
+        q.send(&m, sizeof m, 0);
+      }
+      return 0;
+    });
+    if (pid < 0) {
+      ok = false;
+    } else {
+      Message m;
+      std::uint64_t expect = 0;
+      std::size_t got;
+      unsigned prio;
+      for (auto _ : state) {
+        q.receive(&m, sizeof m, got, prio);
+        if (got != kMsg || m.seq != expect++) {
+          ok = false;
+          break;
+        }
+      }
+      ok = reap_ok(pid, ok) && ok;
+    }
+  }
+  bip::message_queue::remove(name.c_str());
+  if (!ok) return state.SkipWithError("boost message_queue transfer failed");
+  state.SetItemsProcessed(state.iterations());
+}
+
+void bm_unix_seqpacket(benchmark::State& state) {
+  int sv[2];
+  if (sys::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return state.SkipWithError("socketpair");
+  const std::int64_t n = static_cast<std::int64_t>(state.max_iterations);
+  pid_t pid = fork_partner([&] {
+    (void)sys::close(sv[0]);
+    Message m{};
+    for (std::int64_t i = 0; i < n; ++i) {
+      m.seq = static_cast<std::uint64_t>(i);
+      if (sys::write(sv[1], &m, sizeof m) != static_cast<ssize_t>(sizeof m)) return 1;
+    }
+    return 0;
+  });
+  if (pid < 0) return state.SkipWithError("fork failed");
+  (void)sys::close(sv[1]);
+  Message m;
+  std::uint64_t expect = 0;
+  bool ok = true;
+  for (auto _ : state) {
+    if (sys::read(sv[0], &m, sizeof m) != static_cast<ssize_t>(sizeof m) || m.seq != expect++) {
+      ok = false;
+      break;
+    }
+  }
+  (void)sys::close(sv[0]);
+  if (!reap_ok(pid, ok) || !ok) return state.SkipWithError("seqpacket transfer failed");
+  state.SetItemsProcessed(state.iterations());
+}
+
+// The physical limit: a single-producer single-consumer ring with no locks, no sleeping, no
+// variable sizes: head and tail counters on their own cache lines, slots of 64 bytes.
+struct SpinRing {
+  alignas(64) std::atomic<std::uint64_t> head{0};
+  alignas(64) std::atomic<std::uint64_t> tail{0};
+  alignas(64) Message slots[kSlots];
+};
+
+void bm_spin_ring_limit(benchmark::State& state) {
+  SharedMap mem(sizeof(SpinRing));
+  if (mem.get() == nullptr) return state.SkipWithError("mmap failed");
+  auto* ring = new (mem.get()) SpinRing;
+  const std::int64_t n = static_cast<std::int64_t>(state.max_iterations);
+  pid_t pid = fork_partner([&] {
+    std::uint64_t head_seen = 0;
+    for (std::uint64_t i = 0; i < static_cast<std::uint64_t>(n); ++i) {
+      while (i - head_seen >= kSlots) {
+        head_seen = ring->head.load(std::memory_order_acquire);
+        sys::cpu_relax();
+      }
+      ring->slots[i % kSlots].seq = i;
+      ring->tail.store(i + 1, std::memory_order_release);
+    }
+    return 0;
+  });
+  if (pid < 0) return state.SkipWithError("fork failed");
+  std::uint64_t head = 0, tail_seen = 0;
+  bool ok = true;
+  for (auto _ : state) {
+    while (head == tail_seen) {
+      tail_seen = ring->tail.load(std::memory_order_acquire);
+      if (head == tail_seen) sys::cpu_relax();
+    }
+    Message m;
+    std::memcpy(&m, &ring->slots[head % kSlots], sizeof m);
+    ring->head.store(head + 1, std::memory_order_release);
+    if (m.seq != head++) {
+      ok = false;
+      break;
+    }
+  }
+  if (!reap_ok(pid, ok) || !ok) return state.SkipWithError("spin ring transfer failed");
+  state.SetItemsProcessed(state.iterations());
+}
+
+}  // namespace
+
+BENCHMARK(bm_shmkit_queue)->Name("queue_oneway_64B/shmkit_queue")->UseRealTime();
+BENCHMARK(bm_boost_message_queue)->Name("queue_oneway_64B/boost_message_queue")->UseRealTime();
+BENCHMARK(bm_unix_seqpacket)->Name("queue_oneway_64B/unix_seqpacket")->UseRealTime();
+BENCHMARK(bm_spin_ring_limit)->Name("queue_oneway_64B/spin_ring_limit")->UseRealTime();
