@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
     std::snprintf(text, 64, "hello from pid %d", getpid());
     board->message = text;
 
+    std::fflush(stdout);
     pid_t child = fork();
     if (child == 0) {
       execl("/proc/self/exe", argv[0], "--join", name.c_str(), static_cast<char*>(nullptr));
