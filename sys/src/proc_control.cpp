@@ -28,6 +28,10 @@ int set_parent_death_signal(int sig) noexcept {
   return ::prctl(PR_SET_PDEATHSIG, static_cast<unsigned long>(sig), 0UL, 0UL, 0UL) == 0 ? 0 : -errno;
 }
 
+int set_child_subreaper(bool on) noexcept {
+  return ::prctl(PR_SET_CHILD_SUBREAPER, on ? 1UL : 0UL, 0UL, 0UL, 0UL) == 0 ? 0 : -errno;
+}
+
 pid_t getppid() noexcept { return ::getppid(); }
 pid_t getpid() noexcept { return ::getpid(); }
 

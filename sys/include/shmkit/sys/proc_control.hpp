@@ -19,6 +19,9 @@ namespace shmkit::sys {
 // 0 or -errno. Callers must then check getppid() against the expected parent, because the parent
 // may already have died between fork() and this call (the signal is then never sent).
 [[nodiscard]] int set_parent_death_signal(int sig) noexcept;
+// prctl(PR_SET_CHILD_SUBREAPER, on): orphaned descendants are re-parented to this process (so a
+// supervisor or test can reap grandchildren whose parent died). 0 or -errno.
+[[nodiscard]] int set_child_subreaper(bool on) noexcept;
 pid_t getppid() noexcept;
 pid_t getpid() noexcept;
 // Leaves the process immediately without running atexit handlers or flushing stdio: what a forked
