@@ -27,6 +27,9 @@
 //
 // Thread-safe: any number of threads may submit and wait, each on its own mailbox (a mailbox
 // belongs to one requester at a time). Operations must be single-shot (no multishot SQEs).
+// The kernel ties each operation to the thread that submitted it: when that thread exits, its
+// pending operations complete with -ECANCELED (callers that share operations across threads,
+// like UringTransport, submit them again).
 #pragma once
 
 #include <condition_variable>
