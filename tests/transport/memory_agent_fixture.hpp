@@ -3,7 +3,9 @@
 // control socket so a test can connect as many clients as it likes.
 //
 // Windows, in the order the agent exports (and announces) them:
-//   0  kRwSize bytes, read-write, backed by a memfd (zero-copy unless the config says otherwise)
+//   0  kRwSize bytes, read-write, backed by a file (zero-copy unless the config says otherwise):
+//      by default a range of a shmkit::Segment (create_anonymous) starting kSegmentWindowOffset
+//      bytes into it, served from the segment's fd at that file offset
 //   1  kRoSize bytes, read-only, anonymous memory (no fd: always copies)
 //   2  kAnonSize bytes, read-write, anonymous memory (no fd)
 // Byte i of window w starts as pattern(w, i).
@@ -20,9 +22,11 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "shmkit/shm/segment.hpp"
 #include "shmkit/sys/error.hpp"
 #include "shmkit/sys/stream_io.hpp"
 #include "shmkit/sys/syscall.hpp"
@@ -35,6 +39,9 @@ namespace shmkit::transport::testing {
 inline constexpr std::size_t kRwSize = std::size_t{24} << 20;
 inline constexpr std::size_t kRoSize = std::size_t{1} << 20;
 inline constexpr std::size_t kAnonSize = std::size_t{2} << 20;
+// Window 0 of the "segment" backing starts here in the segment (past its header), so the agent's
+// file offsets are not the window's offsets.
+inline constexpr std::size_t kSegmentWindowOffset = std::size_t{64} << 10;
 
 inline std::uint8_t pattern(unsigned window, std::uint64_t i) {
   std::uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull + window * 0x632BE59BD9B4E019ull;
@@ -47,7 +54,8 @@ inline void fill_pattern(std::uint8_t* p, unsigned window, std::uint64_t from, s
 struct AgentConfig {
   bool zero_copy = true;
   bool dumpable = true;
-  std::string backing = "memfd";  // memfd | secret (memfd_secret: cannot splice) | append (O_APPEND fd)
+  // segment | memfd | secret (memfd_secret: cannot splice) | append (memfd, served via an O_APPEND fd)
+  std::string backing = "segment";
   int io_timeout_ms = 5000;
 
   std::string encode() const {
@@ -82,10 +90,21 @@ inline void* map_or_throw(std::size_t len, int fd) {
 // The agent process body. Returns the exit code.
 inline int run_test_agent(int control_fd, const AgentConfig& cfg) {
   if (!cfg.dumpable) sys::check(sys::set_dumpable(false), "prctl(PR_SET_DUMPABLE, 0)");
-  int mem_fd = cfg.backing == "secret" ? sys::memfd_secret(0) : sys::memfd_create("shmkit-test-rw", MFD_CLOEXEC);
-  sys::check(mem_fd, "test agent: memfd");
-  sys::check(sys::ftruncate(mem_fd, static_cast<off_t>(kRwSize)), "test agent: ftruncate");
-  auto* rw = static_cast<std::uint8_t*>(map_or_throw(kRwSize, mem_fd));
+  std::optional<Segment> seg;
+  int mem_fd = -1;
+  std::uint8_t* rw = nullptr;
+  std::uint64_t file_offset = 0;
+  if (cfg.backing == "segment") {
+    seg.emplace(Segment::create_anonymous(kSegmentWindowOffset + kRwSize));
+    rw = reinterpret_cast<std::uint8_t*>(seg->base()) + kSegmentWindowOffset;
+    mem_fd = seg->fd();
+    file_offset = kSegmentWindowOffset;
+  } else {
+    mem_fd = cfg.backing == "secret" ? sys::memfd_secret(0) : sys::memfd_create("shmkit-test-rw", MFD_CLOEXEC);
+    sys::check(mem_fd, "test agent: memfd");
+    sys::check(sys::ftruncate(mem_fd, static_cast<off_t>(kRwSize)), "test agent: ftruncate");
+    rw = static_cast<std::uint8_t*>(map_or_throw(kRwSize, mem_fd));
+  }
   auto* ro = static_cast<std::uint8_t*>(map_or_throw(kRoSize, -1));
   auto* anon = static_cast<std::uint8_t*>(map_or_throw(kAnonSize, -1));
   fill_pattern(rw, 0, 0, kRwSize);
@@ -100,7 +119,7 @@ inline int run_test_agent(int control_fd, const AgentConfig& cfg) {
   opts.zero_copy = cfg.zero_copy;
   opts.io_timeout = std::chrono::milliseconds(cfg.io_timeout_ms);
   Agent agent(opts);
-  agent.export_window({rw, kRwSize, true, serve_fd, 0});
+  agent.export_window({rw, kRwSize, true, serve_fd, file_offset});
   agent.export_window({ro, kRoSize, false, -1, 0});
   agent.export_window({anon, kAnonSize, true, -1, 0});
   agent.start();
