@@ -183,8 +183,13 @@ struct RobustCore {
           (reinterpret_cast<std::uintptr_t>(first) & ~std::uintptr_t{1}) - sizeof(void*));
       *first_prev = &next;  // the old first entry's prev
     }
-    next = first;
-    prev = h;  // glibc: (void*)&THREAD_SELF->robust_head == &head->list
+    // glibc: prev = (void*)&THREAD_SELF->robust_head == &head->list. Skipped when the node already
+    // holds these values (a thread re-locking the lock it used last): a load is cheaper than a
+    // store that the next locked instruction would have to drain.
+    if (next != first || prev != h) {
+      next = first;
+      prev = h;
+    }
     list_fence();
     h->list = &next;
   }
