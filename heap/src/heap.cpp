@@ -143,6 +143,13 @@ struct Heap::Engine {
   std::atomic<u64>& word(u64 chunk) const noexcept { return W(chunk + 8); }
   std::atomic<u64>& next(u64 chunk) const noexcept { return W(chunk + 16); }
   std::atomic<u64>& prev(u64 chunk) const noexcept { return W(chunk + 24); }
+  // Central lists are stacks of batches: the first chunk of a batch holds, where an arena-free
+  // chunk holds its prev link, (batch length << kBatchLenShift) | first chunk of the next batch;
+  // the chunks of a batch are chained by next links ending in 0.
+  std::atomic<u64>& batch_meta(u64 chunk) const noexcept { return W(chunk + 24); }
+  static constexpr int kBatchLenShift = 44;
+  static constexpr u64 kBatchNextMask = (u64{1} << kBatchLenShift) - 1;
+  static constexpr u64 kMaxBatch = u64{1} << 19;
   u64 off_of(const void* p) const noexcept {
     return static_cast<u64>(static_cast<const std::byte*>(p) - base);
   }
@@ -226,11 +233,27 @@ struct Heap::Engine {
       }
     });
   }
+  // A dead owner of class lock k may also have held the arena lock in the middle of a scavenge,
+  // whose arena transaction wrote this central list: the arena is repaired first (lock order
+  // class -> arena), unless this thread holds the arena lock already (try_lock_class).
   bool lock_class(int k) noexcept {
     return lock(c.classes[k].lock, [&] {
+      if (lock_arena()) unlock(c.arena_lock);
       rollback(c.classes[k].log);
       c.classes[k].log.op.store(op_none, std::memory_order_relaxed);
     });
+  }
+  // Arena lock held: never waits (a waiting class lock under the arena lock could deadlock).
+  bool try_lock_class(int k) noexcept {
+    Lock& l = c.classes[k].lock;
+    LockResult r = l.try_acquire();
+    if (r == LockResult::acquired) return true;
+    if (r != LockResult::owner_died) return false;
+    rollback(c.classes[k].log);
+    c.classes[k].log.op.store(op_none, std::memory_order_relaxed);
+    c.repairs.fetch_add(1, std::memory_order_relaxed);
+    l.mark_consistent();
+    return true;
   }
 
   // ---- chunk checks ----
@@ -301,6 +324,49 @@ struct Heap::Engine {
       return c.bin_head[j].load(std::memory_order_relaxed);
     }
     return 0;
+  }
+
+  // Arena lock held, no transaction open. Before the arena extends top for `need` bytes, gives
+  // cached chunks of the central lists back to the arena (largest classes first, a batch at a
+  // time, coalescing) until a free chunk of `need` bytes exists: the central lists may hold many
+  // chunks after a burst of frees (fast to reuse for the same sizes), but they never make the
+  // heap touch new memory. Each chunk moves in one arena transaction that also pops it from the
+  // central list (whose class lock is held: try-locked, as the lock order is class -> arena).
+  bool scavenge_for(u64 need) noexcept {
+    for (int k = kClasses - 1; k >= 0; --k) {
+      ClassCentral& cc = c.classes[k];
+      if (cc.count.load(std::memory_order_relaxed) == 0) continue;
+      if (!try_lock_class(k)) continue;
+      const u64 cs = class_size(k);
+      bool found = false;
+      while (!found && cc.head.load(std::memory_order_relaxed) != 0) {
+        u64 stop = batch_meta(cc.head.load(std::memory_order_relaxed)).load(std::memory_order_relaxed) & kBatchNextMask;
+        for (u64 f = cc.head.load(std::memory_order_relaxed); f != 0 && f != stop; f = cc.head.load(std::memory_order_relaxed)) {
+          if (!valid_chunk(f) || word(f).load(std::memory_order_relaxed) != make_word(f, cs, st_cached)) {
+            c.errors.fetch_add(1, std::memory_order_relaxed);
+            unlock(cc.lock);
+            return arena_find(need) != 0;
+          }
+          u64 m = batch_meta(f).load(std::memory_order_relaxed);
+          u64 len = m >> kBatchLenShift, nb = m & kBatchNextMask, nf = next(f).load(std::memory_order_relaxed);
+          Tx<kArenaLogEntries> tx(*this, c.arena_log);
+          if (len > 1 && nf != 0) {
+            tx.set(batch_meta(nf), ((len - 1) << kBatchLenShift) | nb);
+            tx.set(cc.head, nf);
+          } else {
+            tx.set(cc.head, nb);
+          }
+          u64 cnt = cc.count.load(std::memory_order_relaxed);
+          tx.set(cc.count, cnt > 0 ? cnt - 1 : 0);
+          arena_free(tx, f);
+          tx.commit();
+        }
+        found = arena_find(need) != 0;
+      }
+      unlock(cc.lock);
+      if (found) return true;
+    }
+    return arena_find(need) != 0;
   }
 
   // Makes [top, top + s) available, growing the segment if needed. Arena lock held.
@@ -434,32 +500,31 @@ struct Heap::Engine {
     if (!lock_class(k)) return false;
     u64 head = cc.head.load(std::memory_order_relaxed);
     if (head != 0) {
-      u64 last = head, got = 1;
-      while (got < want) {
-        u64 nx = next(last).load(std::memory_order_relaxed);
-        if (nx == 0) break;
-        if (!valid_chunk(nx) || word(nx).load(std::memory_order_relaxed) != make_word(nx, cs, st_cached)) {
-          c.errors.fetch_add(1, std::memory_order_relaxed);
-          break;  // a corrupt link: keep the good prefix; verify() reports the rest
-        }
-        last = nx;
-        ++got;
+      // The central list is a stack of batches (see batch_meta): take the top batch whole.
+      u64 meta = batch_meta(head).load(std::memory_order_relaxed);
+      u64 len = meta >> kBatchLenShift, nb = meta & kBatchNextMask;
+      if (!valid_chunk(head) || word(head).load(std::memory_order_relaxed) != make_word(head, cs, st_cached) ||
+          len == 0 || (nb != 0 && !valid_chunk(nb))) {
+        c.errors.fetch_add(1, std::memory_order_relaxed);
+        unlock(cc.lock);
+        return false;  // verify() reports the damage
       }
-      u64 rest = next(last).load(std::memory_order_relaxed);
       Tx<kClassLogEntries> tx(*this, cc.log);
-      tx.set(next(last), 0);
       tx.set(bin.head, head);
-      tx.set(bin.count, got);
-      tx.set(cc.head, got == want ? rest : (rest == 0 ? 0 : rest));
+      tx.set(bin.count, len);
+      tx.set(cc.head, nb);
       u64 cnt = cc.count.load(std::memory_order_relaxed);
-      tx.set(cc.count, cnt >= got ? cnt - got : 0);
+      tx.set(cc.count, cnt >= len ? cnt - len : 0);
       tx.commit();
       unlock(cc.lock);
+      // Start the miss on the first chunk the caller pops.
+      __builtin_prefetch(base + head + 8, 1);
       return true;
     }
     unlock(cc.lock);
     // Central list empty: carve from the arena straight into the bin.
     if (!lock_arena()) return false;
+    if (arena_find(cs) == 0) scavenge_for(cs);
     Tx<kArenaLogEntries> tx(*this, c.arena_log);
     u64 ch = arena_find(cs);
     u64 m = 0;
@@ -524,7 +589,7 @@ struct Heap::Engine {
     CacheBin& bin = s->bins[k];
     ClassCentral& cc = c.classes[k];
     u64 cs = class_size(k);
-    bool to_arena = cc.count.load(std::memory_order_relaxed) * cs > (u64{64} << 10);
+    bool to_arena = cc.count.load(std::memory_order_relaxed) * cs > (u64{1} << 40);
     if (!to_arena) {
       if (!lock_class(k)) return;
       u64 head = bin.head.load(std::memory_order_relaxed);
@@ -541,7 +606,8 @@ struct Heap::Engine {
       }
       Tx<kClassLogEntries> tx(*this, cc.log);
       u64 rest = next(last).load(std::memory_order_relaxed);
-      tx.set(next(last), cc.head.load(std::memory_order_relaxed));
+      tx.set(next(last), 0);
+      tx.set(batch_meta(head), (got << kBatchLenShift) | cc.head.load(std::memory_order_relaxed));
       tx.set(cc.head, head);
       tx.set(cc.count, cc.count.load(std::memory_order_relaxed) + got);
       tx.set(bin.head, rest);
@@ -570,7 +636,8 @@ struct Heap::Engine {
     ClassCentral& cc = c.classes[k];
     Tx<kClassLogEntries> tx(*this, cc.log);
     tx.set(word(ch), make_word(ch, class_size(k), st_cached));
-    tx.set(next(ch), cc.head.load(std::memory_order_relaxed));
+    tx.set(next(ch), 0);
+    tx.set(batch_meta(ch), (u64{1} << kBatchLenShift) | cc.head.load(std::memory_order_relaxed));
     tx.set(cc.head, ch);
     tx.set(cc.count, cc.count.load(std::memory_order_relaxed) + 1);
     if (also_clear) tx.set(*also_clear, 0);
@@ -612,7 +679,10 @@ struct Heap::Engine {
               // The pop (see reclaim_slot for how a death between any two stores is undone):
               // relaxed for pending; the release store of head orders it first.
               slot->pending.store(ch, std::memory_order_relaxed);
-              bin.head.store(next(ch).load(std::memory_order_relaxed), std::memory_order_release);
+              u64 nx = next(ch).load(std::memory_order_relaxed);
+              // The next pop of this class reads nx's header: start the (likely) cache miss now.
+              __builtin_prefetch(base + nx + 8, 1);
+              bin.head.store(nx, std::memory_order_release);
               bin.count.store(bin.count.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
               word(ch).store(make_word(ch, s, state, static_cast<u64>(owner)), std::memory_order_release);
               slot->pending.store(0, std::memory_order_release);
@@ -632,6 +702,8 @@ struct Heap::Engine {
   void* arena_allocate(u64 s, u64 state, u64 owner, u64 align) noexcept {
     for (int pass = 0; pass < 2; ++pass) {
       if (!lock_arena()) return nullptr;
+      const u64 need = align <= 16 ? s : s + align + kMinChunk;
+      if (arena_find(need) == 0) scavenge_for(need);
       u64 ch;
       {
         Tx<kArenaLogEntries> tx(*this, c.arena_log);
@@ -803,7 +875,7 @@ void Heap::Engine::release_slot(CacheSlot* s) noexcept {
     u64 head = bin.head.load(std::memory_order_relaxed);
     u64 cs = class_size(k);
     u64 last = 0, got = 0;
-    for (u64 ch = head; ch != 0 && got < (u64{1} << 32);) {
+    for (u64 ch = head; ch != 0 && got < kMaxBatch;) {
       if (!valid_chunk(ch) || word(ch).load(std::memory_order_relaxed) != make_word(ch, cs, st_cached)) {
         c.errors.fetch_add(1, std::memory_order_relaxed);
         break;
@@ -814,7 +886,8 @@ void Heap::Engine::release_slot(CacheSlot* s) noexcept {
     }
     Tx<kClassLogEntries> tx(*this, cc.log);
     if (last != 0) {
-      tx.set(next(last), cc.head.load(std::memory_order_relaxed));
+      tx.set(next(last), 0);  // (cuts a corrupt tail off)
+      tx.set(batch_meta(head), (got << kBatchLenShift) | cc.head.load(std::memory_order_relaxed));
       tx.set(cc.head, head);
       tx.set(cc.count, cc.count.load(std::memory_order_relaxed) + got);
     }
@@ -1357,7 +1430,7 @@ static void walk_heap(Heap& heap, Heap::Engine& e, std::vector<VerifyFinding>* f
     u64 p = slot.pending.load(std::memory_order_acquire);
     if (p != 0) pendings.insert(p);
   }
-  auto walk_list = [&](u64 head, int k, const std::string& what, u64 expect_count, bool check_count) {
+  auto walk_list = [&](u64 head, int k, const std::string& what, u64 expect_count, bool check_count) -> u64 {
     u64 n = head, cnt = 0;
     while (n != 0) {
       auto it = cached_chunks.find(n);
@@ -1375,12 +1448,25 @@ static void walk_heap(Heap& heap, Heap::Engine& e, std::vector<VerifyFinding>* f
     }
     if (check_count && cnt != expect_count)
       wk.add(0, what + ": count " + std::to_string(expect_count) + " but " + std::to_string(cnt) + " chunks");
+    return cnt;
   };
   for (int k = 0; k < kClasses; ++k) {
     const auto& cc = c.classes[k];
     if (cc.log.count.load(std::memory_order_relaxed) != 0) wk.add(0, "class " + std::to_string(k) + " undo log not empty");
-    walk_list(cc.head.load(std::memory_order_relaxed), k, "central list " + std::to_string(k),
-              cc.count.load(std::memory_order_relaxed), true);
+    u64 total = 0;
+    const std::string what = "central list " + std::to_string(k);
+    for (u64 b = cc.head.load(std::memory_order_relaxed), batches = 0; b != 0; ++batches) {
+      if (!cached_chunks.count(b) || seen.count(b)) {
+        wk.add(b, what + ": batch head is not a cached chunk, or is on another list");
+        break;
+      }
+      u64 meta = e.batch_meta(b).load(std::memory_order_relaxed);
+      total += walk_list(b, k, what, meta >> Heap::Engine::kBatchLenShift, true);
+      b = meta & Heap::Engine::kBatchNextMask;
+    }
+    if (total != cc.count.load(std::memory_order_relaxed))
+      wk.add(0, what + ": count " + std::to_string(cc.count.load(std::memory_order_relaxed)) + " but " +
+                    std::to_string(total) + " chunks");
   }
   for (int i = 0; i < kCacheSlots; ++i) {
     const auto& slot = c.caches[i];
