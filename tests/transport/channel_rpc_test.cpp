@@ -44,6 +44,7 @@ constexpr std::uint32_t kMax = 64 * 1024;
 struct Flags {
   std::atomic<bool> stop{false};
   std::atomic<std::uint32_t> slow_entered{0};
+  std::atomic<std::uint32_t> clients_gone{0};  // on_client_gone calls in the server
 };
 
 struct Fixture {
@@ -75,6 +76,7 @@ struct Fixture {
         w.u64(s);
         return 0;
       });
+      srv.on_client_gone([this](std::uint32_t) { flags->clients_gone.fetch_add(1); });
       srv.start();
       srv.serve(flags->stop);
       return 0;
@@ -239,8 +241,12 @@ TEST(ChannelRpc, ClientKilledMidCallLeavesAServedReclaimableWindow) {
   while (f.flags->slow_entered.load() == 0 && sys::Clock::now() < until) std::this_thread::sleep_for(1ms);
   client.kill(SIGKILL);
   EXPECT_EQ(client.wait(5s), -SIGKILL);
-  // The window's client_lock is owner-died; connect() inherits it, waits for the slow reply to
-  // land, and handshakes.
+  // The server learns of it (by probing the robust client_lock when idle) and frees the window.
+  until = sys::Clock::now() + 3s;
+  while (f.flags->clients_gone.load() == 0 && sys::Clock::now() < until) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(f.flags->clients_gone.load(), 1u);
+  // The window is free again; connect() takes it, waits for the slow reply to land if it has not
+  // yet, and handshakes.
   ChannelClient cl = ChannelClient::connect(f.ch, sys::Clock::now() + 5s);
   auto req = pattern(1000, 9);
   CallResult r = cl.call(kEcho, req, sys::Clock::now() + 5s);

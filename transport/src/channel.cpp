@@ -211,6 +211,24 @@ std::uint64_t ChannelServer::poll() {
   return n;
 }
 
+std::uint32_t ChannelServer::reap_dead_clients() {
+  std::uint32_t dead = 0;
+  for (std::uint32_t i = 0; i < ch_.windows(); ++i) {
+    ChannelWindow& w = ch_.window(i);
+    // The robust-lock probe (see the header): would_block = a live client holds the window.
+    LockResult r = w.client_lock.try_acquire();
+    if (r == LockResult::owner_died) {
+      // Nothing to repair in the window itself: a request it left in our turn is answered by the
+      // next poll, and connect() resynchronises on the turn word.
+      w.client_lock.mark_consistent();
+      ++dead;
+      if (on_client_gone_) on_client_gone_(i);
+    }
+    if (r == LockResult::acquired || r == LockResult::owner_died) w.client_lock.unlock();
+  }
+  return dead;
+}
+
 bool ChannelServer::any_request() const noexcept {
   for (std::uint32_t i = 0; i < ch_.windows(); ++i)
     if (ch_.window(i).turn.load(std::memory_order_relaxed) == ChannelWindow::kServerTurn) return true;
@@ -235,8 +253,11 @@ std::uint64_t ChannelServer::serve(const std::atomic<bool>& stop, sys::Deadline 
     bool pending = false;
     for (std::uint32_t i = 0; i < ch_.windows() && !pending; ++i)
       pending = ch_.window(i).turn.load(std::memory_order_seq_cst) == ChannelWindow::kServerTurn;
-    if (!pending && !stop.load(std::memory_order_acquire))
-      (void)sys::futex_wait(c.doorbell, bell, std::min(deadline, now + std::chrono::milliseconds(100)));
+    if (!pending && !stop.load(std::memory_order_acquire)) {
+      sys::FutexResult fr =
+          sys::futex_wait(c.doorbell, bell, std::min(deadline, now + std::chrono::milliseconds(100)));
+      if (fr == sys::FutexResult::timed_out && on_client_gone_) reap_dead_clients();
+    }
     // relaxed: only an optimisation hint for clients (a stale 1 costs them one futex wake).
     c.server_sleeping.store(0, std::memory_order_relaxed);
   }

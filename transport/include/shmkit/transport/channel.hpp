@@ -27,9 +27,11 @@
 // probes the peer's lock with try_acquire(): would_block means alive, owner_died means dead. That
 // probe is one atomic load-and-CAS, so the check costs nothing measurable, and a peer's death is
 // reported within one slice (10 ms) — prompt, and never a hang. A client whose server dies gets
-// ChannelStatus::peer_closed; a server never waits for a client, and a window whose client died
-// is reclaimed by the next connect() (it inherits the client_lock with owner_died, waits for the
-// server to finish any request still in flight, and starts afresh).
+// ChannelStatus::peer_closed; a server never waits for a client (so it cannot hang on one), learns
+// of a dead client by the same probe of its client_lock when idle (on_client_gone), and a window
+// whose client died is reclaimed by the server's probe or by the next connect() (which inherits
+// the client_lock with owner_died, waits for the server to finish any request still in flight,
+// and starts afresh).
 //
 // Threads: a ChannelClient is used by one thread at a time; a ChannelServer's serve() runs in one
 // thread. Objects are process-local and must be created after fork (locks are per-thread).
@@ -170,6 +172,11 @@ class ChannelServer {
   void stop() noexcept;
   // Wakes a serve() that sleeps (for example after setting its stop flag from another thread).
   void wake() noexcept;
+  // Called (in the serving thread) with the window index of each client found dead, so per-
+  // connection state can be dropped. serve() looks whenever it has been idle for its sleep slice
+  // (100 ms); reap_dead_clients() looks now and returns how many it found.
+  void on_client_gone(std::function<void(std::uint32_t window)> fn) { on_client_gone_ = std::move(fn); }
+  std::uint32_t reap_dead_clients();
 
   // Maximum spin iterations (~50 ns each) while idle before sleeping; adapts below it
   // (channel_spin.hpp). 0 = sleep at once.
@@ -184,6 +191,7 @@ class ChannelServer {
   std::vector<wire::MsgId> ids_;
   bool started_ = false;
   AdaptiveSpin spin_;
+  std::function<void(std::uint32_t)> on_client_gone_;
 };
 
 // -- client ------------------------------------------------------------------------------------

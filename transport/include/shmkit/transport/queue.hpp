@@ -28,9 +28,12 @@
 // and makes the one FUTEX_WAKE, so an operation makes no system call when nobody sleeps and only
 // one per sleep (a count of sleepers would make every operation between the wake and the
 // sleeper's getting the CPU pay a system call; a consumer that pops and sees more messages passes
-// the wake on to the next sleeper). A sleeper killed while armed costs one spurious wake. A consumer wakes sleeping producers only once half the ring (or room for the largest
-// message with its pad, if more) is free: waking a producer per popped message would make a full
-// queue cost a sleep and a wake-up per message.
+// the wake on to the next sleeper). A sleeper killed while armed costs one spurious wake; a second
+// sleeper whose arming was consumed by the first one's wake sleeps until the next arming's wake or
+// its 50 ms slice (latency for that consumer, never a lost message). A consumer wakes sleeping
+// producers only once half the ring (or room for the largest message with its pad, if more) is
+// free: waking a producer per popped message would make a full queue cost a sleep and a wake-up
+// per message.
 #pragma once
 
 #include <atomic>
