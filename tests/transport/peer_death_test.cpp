@@ -143,6 +143,46 @@ int greedy_client(int fd, int requests, std::size_t take, bool die) {
   return 0;
 }
 
+// A raw client that starts a 4 MiB Write, sends 1 MiB of its data, then dies.
+int dying_writer(int fd) {
+  std::vector<std::byte> buf(1 << 20, std::byte{0x42});
+  wire::Hello h;
+  std::uint32_t n = wire::encode_hello(buf, 1, h);
+  if (send_all(fd, buf.data(), n, soon()) < 0) return 2;
+  wire::Header rh;
+  if (recv_frame(fd, rh, buf, wire::kDefaultMaxMessage, soon()) < 0) return 3;
+  const std::uint64_t len = 4 << 20;
+  struct {
+    wire::Header h;
+    mp::WriteRequest w;
+  } req{{static_cast<std::uint32_t>(mp::kWriteRequestPrefix + len), mp::ids::write, 0, 9},
+        {static_cast<std::uint64_t>(std::stoull(std::string(std::getenv("SHMKIT_TEST_BASE")))), len}};
+  if (send_all(fd, &req, sizeof req, soon()) < 0) return 4;
+  std::fill(buf.begin(), buf.end(), std::byte{0x42});
+  if (send_all(fd, buf.data(), buf.size(), soon()) < 0) return 5;
+  ::raise(SIGKILL);
+  return 0;
+}
+
+TEST(PeerDeath, AgentDropsAClientKilledHalfwayThroughAWrite) {
+  AgentProcess agent(/*exec=*/false);
+  SocketTransport good(agent.connect());
+  ::setenv("SHMKIT_TEST_BASE", std::to_string(good.windows()[0].address).c_str(), 1);
+  int fd = agent.connect();
+  Child bad([&] { return dying_writer(fd); });
+  (void)sys::close(fd);
+  EXPECT_EQ(bad.wait(std::chrono::seconds(5)), -SIGKILL);
+  std::vector<std::uint8_t> buf(4096);
+  ASSERT_EQ(good.read(good.windows()[0].address + (2 << 20), buf.data(), buf.size()), 0);
+  // Whatever prefix of the write arrived may have landed; past the 1 MiB sent nothing changed.
+  for (std::size_t i = 0; i < buf.size(); ++i) ASSERT_EQ(buf[i], testing::pattern(0, (2 << 20) + i));
+  auto t0 = std::chrono::steady_clock::now();
+  while (agent.stats().clients_closed < 1 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5))
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_GE(agent.stats().clients_closed, 1u);
+  EXPECT_EQ(agent.finish(), 0);
+}
+
 void agent_survives_client(bool die) {
   AgentConfig cfg;
   cfg.io_timeout_ms = 500;

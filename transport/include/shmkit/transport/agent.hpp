@@ -44,7 +44,9 @@ struct ExportedWindow {
 struct AgentOptions {
   std::uint32_t max_message = wire::kDefaultMaxMessage;
   bool zero_copy = true;                      // splice from/to window fds
-  std::size_t pipe_capacity = std::size_t{1} << 20;
+  // The splice pipe. A quarter of a MiB lets the first bytes of a large reply reach the socket
+  // (and the client start copying) while the rest is still being spliced in.
+  std::size_t pipe_capacity = std::size_t{256} << 10;
   std::chrono::milliseconds io_timeout{5000};  // bound on any wait inside one request
   int socket_buffer = 4 << 20;                // SO_SNDBUF/SO_RCVBUF for client sockets; 0: default
 };
