@@ -158,6 +158,7 @@ TEST(PoolWorkers, WorkerDeathFailsOrRetriesAndReclaimsHeapBlocks) {
     EXPECT_TRUE(heap.verify().empty());
   }
   for (pid_t p : first) EXPECT_TRUE(gone(p));
+  Heap::detach(seg);  // before the segment closes: the heap keeps per-thread caches in it
 }
 
 TEST(PoolWorkers, RandomKillsLeaveEveryTaskAccountedFor) {
