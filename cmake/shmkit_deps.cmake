@@ -15,10 +15,7 @@ shmkit_require(Boost_FOUND "Boost.Interprocess" libboost-dev)
 find_path(URING_INCLUDE_DIR liburing.h)
 find_library(URING_LIBRARY uring)
 if(URING_INCLUDE_DIR AND URING_LIBRARY)
-  set(URING_FOUND TRUE)
-  add_library(shmkit_uring_dep UNKNOWN IMPORTED)
-  set_target_properties(shmkit_uring_dep PROPERTIES IMPORTED_LOCATION "${URING_LIBRARY}"
-                                                    INTERFACE_INCLUDE_DIRECTORIES "${URING_INCLUDE_DIR}")
+  set(URING_FOUND TRUE)  # linked by name (-luring) so the installed package needs no find module
 endif()
 shmkit_require(URING_FOUND "liburing" liburing-dev)
 

@@ -24,4 +24,7 @@ function(shmkit_module name)
   target_compile_features(shmkit_${name} PUBLIC cxx_std_20)
   target_link_libraries(shmkit_${name} PUBLIC ${ARGN})
   shmkit_warnings(shmkit_${name})
+  install(TARGETS shmkit_${name} EXPORT shmkitTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+          LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 endfunction()

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace shmkit::detail {
 
@@ -24,8 +25,15 @@ struct MappingKey {
 std::byte* registry_find(MappingKey key, std::uintptr_t base) noexcept;
 // Records a new mapping with refs = 1.
 void registry_add(MappingKey key, std::byte* map, std::size_t capacity);
-// Drops one reference; returns true when it was the last (the caller unmaps). A mapping that was
-// never registered (relocated) returns true.
-bool registry_release(std::byte* map) noexcept;
+using CloseHook = void (*)(std::byte* map, void* ctx);
+struct Hook {
+  CloseHook fn;
+  void* ctx;
+};
+// Drops one reference; returns true when it was the last (the caller runs `hooks` and unmaps).
+// A mapping that was never registered returns true with no hooks.
+bool registry_release(std::byte* map, std::vector<Hook>& hooks) noexcept;
+void registry_add_hook(std::byte* map, Hook h);
+void registry_remove_hook(std::byte* map, void* ctx) noexcept;
 
 }  // namespace shmkit::detail

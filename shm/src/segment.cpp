@@ -478,7 +478,13 @@ void Segment::close() noexcept {
   }
   attach_slot_ = -1;
   if (map_ != nullptr) {
-    if (detail::registry_release(map_)) (void)sys::munmap(map_, capacity_);
+    std::vector<detail::Hook> hooks;
+    if (detail::registry_release(map_, hooks)) {
+      // Last Segment object of this mapping in this process: let modules drop their per-process
+      // state about it (newest first) while the memory is still mapped.
+      for (auto it = hooks.rbegin(); it != hooks.rend(); ++it) it->fn(map_, it->ctx);
+      (void)sys::munmap(map_, capacity_);
+    }
     map_ = nullptr;
   }
   if (fd_ >= 0) {
@@ -493,6 +499,11 @@ std::size_t Segment::size() const noexcept {
   // Acquire: pairs with the release store in try_grow, after the file was extended (INVARIANT6).
   return map_ ? header().size.load(std::memory_order_acquire) : 0;
 }
+
+void Segment::add_close_hook(CloseHook fn, void* ctx) const {
+  detail::registry_add_hook(map_, {fn, ctx});
+}
+void Segment::remove_close_hook(void* ctx) const noexcept { detail::registry_remove_hook(map_, ctx); }
 
 Lock& Segment::admin_lock() const noexcept { return header().admin_lock; }
 

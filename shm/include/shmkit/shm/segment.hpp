@@ -105,6 +105,13 @@ class Segment {
   // administrative work (first-time initialisation of a root structure).
   Lock& admin_lock() const noexcept;
 
+  // Process-local hooks, run when this process's last Segment object for this mapping closes,
+  // before the unmap: a module that keeps per-process state about the mapping (the heap's thread
+  // caches) releases it there, so closing a segment before process exit is always safe.
+  using CloseHook = void (*)(std::byte* map_base, void* ctx);
+  void add_close_hook(CloseHook fn, void* ctx) const;
+  void remove_close_hook(void* ctx) const noexcept;
+
   // -- growth --
   // Extends the backed size to at least new_size (rounded up to pages). Throws out_of_memory
   // past capacity or when the file system is full.
