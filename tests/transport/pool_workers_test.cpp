@@ -1,7 +1,8 @@
 // Tests the fork-based WorkerPool (transport/pool.hpp): tasks run in worker processes and their
 // results come back; handler errors, throws and unknown ids fail their task only; a worker that
 // dies fails its task or has it retried once, as the submitter chose, and is replaced; the heap
-// blocks a dead worker owned are reclaimed; workers SIGKILLed at random while hundreds of tasks
+// blocks a dead worker owned are reclaimed; a lock a dead worker held is recovered by the next
+// user (owner_died); workers SIGKILLed at random while hundreds of tasks
 // run leave every task accounted for; graceful shutdown leaves no process; and when the parent is
 // SIGKILLed its workers notice and exit.
 #include <gtest/gtest.h>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "shmkit/heap/heap.hpp"
+#include "shmkit/locks/lock.hpp"
 #include "shmkit/shm/segment.hpp"
 #include "shmkit/sys/proc_control.hpp"
 #include "shmkit/sys/syscall.hpp"
@@ -30,7 +32,18 @@ using shmkit::testing::Child;
 
 namespace {
 
-constexpr wire::MsgId kHash = 20, kFail = 21, kThrow = 22, kDie = 23, kDieOnce = 24, kSlowHash = 25;
+constexpr wire::MsgId kHash = 20, kFail = 21, kThrow = 22, kDie = 23, kDieOnce = 24, kSlowHash = 25,
+                      kLockDie = 26, kLockUse = 27;
+
+// A robust lock in shared memory (mapped before the pool forks), for the lock-recovery test.
+Lock* shared_lock() {
+  static Lock* l = [] {
+    void* p = nullptr;
+    if (sys::mmap(&p, nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0) != 0) std::abort();
+    return new (p) Lock;
+  }();
+  return l;
+}
 
 std::uint64_t fnv1a(std::span<const std::byte> b) {
   std::uint64_t h = 1469598103934665603ULL;
@@ -59,6 +72,22 @@ std::map<wire::MsgId, TaskFn> handlers() {
   h[kSlowHash] = [](const TaskContext& c, std::span<const std::byte> in, std::span<std::byte> out, std::size_t& n) {
     for (int i = 0; i < 14; ++i) (void)hash_task(c, in, out, n);
     return hash_task(c, in, out, n);
+  };
+  // Dies holding the shared lock.
+  h[kLockDie] = [](const TaskContext&, std::span<const std::byte>, std::span<std::byte>, std::size_t&) {
+    if (shared_lock()->acquire() != LockResult::acquired) return EDEADLK;
+    (void)sys::kill(sys::getpid(), SIGKILL);
+    return 0;
+  };
+  // Takes the shared lock; result byte 1 when it had to recover it from a dead owner.
+  h[kLockUse] = [](const TaskContext&, std::span<const std::byte>, std::span<std::byte> out, std::size_t& n) {
+    LockResult r = shared_lock()->acquire(sys::Clock::now() + std::chrono::seconds(5));
+    if (r != LockResult::acquired && r != LockResult::owner_died) return ETIMEDOUT;
+    if (r == LockResult::owner_died) shared_lock()->mark_consistent();  // nothing to repair here
+    shared_lock()->unlock();
+    out[0] = std::byte{r == LockResult::owner_died};
+    n = 1;
+    return 0;
   };
   h[kFail] = [](const TaskContext&, std::span<const std::byte>, std::span<std::byte>, std::size_t&) { return ERANGE; };
   h[kThrow] = [](const TaskContext&, std::span<const std::byte>, std::span<std::byte>, std::size_t&) -> int {
@@ -159,6 +188,19 @@ TEST(PoolWorkers, WorkerDeathFailsOrRetriesAndReclaimsHeapBlocks) {
   }
   for (pid_t p : first) EXPECT_TRUE(gone(p));
   Heap::detach(seg);  // before the segment closes: the heap keeps per-thread caches in it
+}
+
+TEST(PoolWorkers, LockHeldByADeadWorkerIsRecovered) {
+  (void)shared_lock();  // mapped before the fork, so every worker shares it
+  WorkerPool pool({.workers = 2, .max_tasks = 8, .max_payload = 64, .max_result = 64}, handlers());
+  TaskResult r = pool.wait(pool.submit(kLockDie, {}), sys::Clock::now() + 10s);
+  EXPECT_EQ(r.status, TaskStatus::worker_died);
+  r = pool.wait(pool.submit(kLockUse, {}), sys::Clock::now() + 10s);
+  ASSERT_EQ(r.status, TaskStatus::done);
+  EXPECT_EQ(r.result.at(0), std::byte{1}) << "the next user learns the owner died and repairs";
+  r = pool.wait(pool.submit(kLockUse, {}), sys::Clock::now() + 10s);
+  ASSERT_EQ(r.status, TaskStatus::done);
+  EXPECT_EQ(r.result.at(0), std::byte{0}) << "consistent again";
 }
 
 TEST(PoolWorkers, RandomKillsLeaveEveryTaskAccountedFor) {
