@@ -45,12 +45,21 @@ namespace {
 // the same head address): forget the cache so the next lock operation re-reads both.
 void reset_thread_state_in_child() noexcept { tls_thread_state = ThreadState{0, nullptr}; }
 
-// How long a contended acquire spins (re-reading the word, with a pause) before it sleeps. A
-// critical section between processes is usually far shorter than a futex sleep + wake-up (a few
-// microseconds), so a short spin turns most hand-offs into a cache-line transfer. Bounded so a
-// preempted owner costs at most this much CPU before we sleep. Tuned with
-// bench/lock_contended_2proc.cpp (see the commit log).
-constexpr int kSpinLimit = 100;
+// How a contended acquire spins before it sleeps: it re-reads the word up to kSpinRounds times,
+// pausing 1, 2, 4, ... up to kMaxPauses pause instructions between reads (exponential backoff).
+// A critical section between processes is usually far shorter than a futex sleep + wake-up (a few
+// microseconds), so spinning turns most hand-offs into a cache-line transfer; backing off keeps the
+// spinner from pulling the line away from the owner on every pause, so an owner in a loop runs at
+// nearly uncontended speed. Bounded (a few microseconds) so a preempted owner costs little CPU.
+// Tuned with bench/lock_contended_2proc.cpp.
+#ifndef SHMKIT_LOCK_SPIN_ROUNDS
+#define SHMKIT_LOCK_SPIN_ROUNDS 24
+#endif
+#ifndef SHMKIT_LOCK_MAX_PAUSES
+#define SHMKIT_LOCK_MAX_PAUSES 32
+#endif
+constexpr int kSpinRounds = SHMKIT_LOCK_SPIN_ROUNDS;
+constexpr int kMaxPauses = SHMKIT_LOCK_MAX_PAUSES;
 
 }  // namespace
 
@@ -95,14 +104,19 @@ LockResult RobustCore::acquire_slow(ThreadState& ts, sys::Deadline deadline, boo
     return r;
   };
   std::uint32_t w = word.load(std::memory_order_relaxed);
-  int spins = try_only ? 0 : kSpinLimit;
+  int spins = try_only ? 0 : kSpinRounds;
+  int pauses = 1;
+  // Once this thread has slept it takes the lock with WAITERS set: it cannot know whether others
+  // still sleep (the unlock that woke it cleared the flag), so its own unlock must wake the next
+  // one (Drepper's "mutex3"; glibc's robust mutex does the same).
+  std::uint32_t waiters_if_slept = 0;
   for (;;) {
     if (w == kNotRecoverable) return done(LockResult::not_recoverable);
     const std::uint32_t owner = w & kTidMask;
     if (owner == 0) {
-      // Free. Take it keeping OWNER_DIED (INVARIANT3: still inconsistent) and WAITERS (others may
-      // be asleep: INVARIANT2 makes our unlock wake one of them).
-      const std::uint32_t desired = ts.tid | (w & (kOwnerDied | kWaiters));
+      // Free. Take it keeping OWNER_DIED (INVARIANT3: still inconsistent) and WAITERS (the kernel
+      // leaves OWNER_DIED|WAITERS when sleepers remain after an owner's death: INVARIANT2).
+      const std::uint32_t desired = ts.tid | (w & (kOwnerDied | kWaiters)) | waiters_if_slept;
       // acquire: pairs with the releasing store of the previous owner (or the kernel's cmpxchg
       // when the owner died; the dead thread's stores precede its exit).
       if (word.compare_exchange_weak(w, desired, std::memory_order_acquire,
@@ -120,7 +134,8 @@ LockResult RobustCore::acquire_slow(ThreadState& ts, sys::Deadline deadline, boo
     if (try_only) return done(LockResult::would_block);
     if (spins > 0) {
       --spins;
-      cpu_relax();
+      for (int i = 0; i < pauses; ++i) cpu_relax();
+      pauses = pauses < kMaxPauses ? 2 * pauses : kMaxPauses;
       w = word.load(std::memory_order_relaxed);
       continue;
     }
@@ -133,6 +148,7 @@ LockResult RobustCore::acquire_slow(ThreadState& ts, sys::Deadline deadline, boo
     }
     // Sleeps only if the word still equals w (owner + WAITERS): an unlock or the kernel's
     // owner-died update in between makes this return at once.
+    waiters_if_slept = kWaiters;
     if (sys::futex_wait(word, w, deadline) == sys::FutexResult::timed_out) {
       w = word.load(std::memory_order_relaxed);
       if ((w & kTidMask) != 0 || w == kNotRecoverable) return done(LockResult::timed_out);
@@ -151,18 +167,18 @@ void RobustCore::release_slow(std::uint32_t w) noexcept {
     sys::futex_wake_all(word);
     return;
   }
-  // WAITERS was set. Release with the flag kept (owner 0), then wake one sleeper. Keeping the flag
-  // means that whoever takes the lock next (the woken one or a barger) also wakes on unlock, so a
-  // woken waiter that dies before taking the lock cannot strand the other sleepers (INVARIANT2).
+  // WAITERS was set: release to 0 and wake one sleeper, which takes the lock with WAITERS set
+  // again (waiters_if_slept in acquire_slow) so that its unlock wakes the next.
+  //
+  // Known gap, shared with glibc's robust mutexes: if the woken thread is killed in the instant
+  // between waking and taking the lock AND a third thread took the lock meanwhile without sleeping
+  // (so without WAITERS), the remaining sleepers sleep on until the next contended unlock. If
+  // nobody took it, the kernel covers the death (list_op_pending on a word with no owner: it wakes
+  // the next sleeper). Keeping WAITERS set through the release would close the gap but needs a
+  // waiter count to ever clear the flag safely, which a killed sleeper would leave wrong forever.
   // release: publishes the critical section to the next acquirer.
-  word.exchange(kWaiters, std::memory_order_release);
-  if (sys::futex_wake(word, 1) == 0) {
-    // Nobody was asleep: drop the stale flag if the lock is still free, so later unlocks go back to
-    // the one-CAS fast path. A sleeper cannot exist now: any thread that went to sleep after our
-    // wake saw an owner, and that owner's own unlock would have changed the word from kWaiters.
-    std::uint32_t expected = kWaiters;
-    word.compare_exchange_strong(expected, 0, std::memory_order_relaxed, std::memory_order_relaxed);
-  }
+  word.exchange(0, std::memory_order_release);
+  sys::futex_wake(word, 1);
 }
 
 void RobustCore::abandon_inconsistent(ThreadState& ts) noexcept {

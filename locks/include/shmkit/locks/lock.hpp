@@ -39,8 +39,9 @@
 // INVARIANT1: word & TID_MASK == t (t != 0, word != kNotRecoverable) <=> thread t holds the lock,
 //             and then (and only then) the lock's node is in t's robust list, or t's
 //             list_op_pending points at it.
-// INVARIANT2: a thread is asleep in FUTEX_WAIT on the word only while word & WAITERS was set when it
-//             went to sleep; WAITERS is cleared only by an unlock whose FUTEX_WAKE found nobody.
+// INVARIANT2: a thread sleeps in FUTEX_WAIT on the word only on a value with WAITERS set, and
+//             WAITERS stays set until an unlock that then wakes one sleeper; a woken thread takes
+//             the lock with WAITERS set again (it cannot know whether others still sleep).
 // INVARIANT3: word & OWNER_DIED <=> the data the lock protects may be inconsistent; it is cleared only
 //             by mark_consistent() of the owner.
 //
