@@ -120,7 +120,8 @@ TEST(PeerDeath, VmTransportReportsADeadAgentAsEPIPE) {
 }
 
 // A raw client that asks for `requests` maximal reads, receives `take` bytes, then dies or stalls.
-int greedy_client(int fd, int requests, std::size_t take, bool die) {
+// It writes one byte to `ready` once the agent has started answering it.
+int greedy_client(int fd, int requests, std::size_t take, bool die, int ready) {
   std::vector<std::byte> buf(1 << 16);
   wire::Hello h;
   std::uint32_t n = wire::encode_hello(buf, 1, h);
@@ -138,6 +139,8 @@ int greedy_client(int fd, int requests, std::size_t take, bool die) {
   }
   std::vector<std::byte> sink(take);
   if (recv_exact(fd, sink.data(), take, soon()) < 0) return 5;
+  char one = 1;
+  if (sys::write(ready, &one, 1) != 1) return 6;
   if (die) ::raise(SIGKILL);
   std::this_thread::sleep_for(std::chrono::seconds(20));
   return 0;
@@ -190,8 +193,17 @@ void agent_survives_client(bool die) {
   SocketTransport good(agent.connect());
   ::setenv("SHMKIT_TEST_BASE", std::to_string(good.windows()[0].address).c_str(), 1);
   int fd = agent.connect();
-  Child bad([&] { return greedy_client(fd, 8, 100000, die); });
+  int ready[2];
+  ASSERT_EQ(sys::pipe2(ready, 0), 0);
+  Child bad([&] { return greedy_client(fd, 8, 100000, die, ready[1]); });
   (void)sys::close(fd);
+  (void)sys::close(ready[1]);
+  // The agent is busy with the bad client before the good one asks (else the good one could
+  // be served first and this test would prove nothing).
+  char one = 0;
+  ASSERT_GT(sys::poll_one(ready[0], POLLIN, 5000), 0);
+  ASSERT_EQ(sys::read(ready[0], &one, 1), 1);
+  (void)sys::close(ready[0]);
   if (die) {
     EXPECT_EQ(bad.wait(std::chrono::seconds(5)), -SIGKILL);
   }
