@@ -17,7 +17,6 @@
 #include <atomic>
 #include <boost/interprocess/ipc/message_queue.hpp>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string>
@@ -75,7 +74,6 @@ void bm_shmkit_queue(benchmark::State& state) {
   SharedMap mem(bytes);
   if (mem.get() == nullptr) return state.SkipWithError("mmap failed");
   tr::Queue q = tr::Queue::create(mem.get(), bytes, kMsg);
-  if (getenv("SPIN")) q.set_spin(static_cast<std::uint32_t>(atoi(getenv("SPIN"))));
   const std::int64_t n = static_cast<std::int64_t>(state.max_iterations);
   pid_t pid = fork_partner([&] {
     Message m{};

@@ -19,7 +19,6 @@
 #include <atomic>
 #include <boost/interprocess/ipc/message_queue.hpp>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string>
@@ -83,7 +82,6 @@ void bm_shmkit_channel(benchmark::State& state) {
       return 0;
     });
     srv.start();
-    if (getenv("SPIN")) srv.set_spin(static_cast<std::uint32_t>(atoi(getenv("SPIN"))));
     srv.serve(*stop);
     return 0;
   });
@@ -92,7 +90,6 @@ void bm_shmkit_channel(benchmark::State& state) {
   bool ok = true;
   {
     tr::ChannelClient cl = tr::ChannelClient::connect(ch);
-    if (getenv("SPIN")) cl.set_spin(static_cast<std::uint32_t>(atoi(getenv("SPIN"))));
     std::byte req[kMsg];
     std::memset(req, 0x5a, sizeof req);
     for (auto _ : state) {
