@@ -10,7 +10,10 @@
 //           window's reply area; stores turn = client and wakes the client if it sleeps.
 //
 // Request and reply have separate areas so a handler can read the request while it writes the
-// reply (no aliasing); neither side copies a payload through a socket or the kernel.
+// reply (no aliasing); neither side copies a payload through a socket or the kernel. Each side
+// copies the peer's frame header out of shared memory and checks it before use; payloads are read
+// in place, bounded by that checked copy, so a peer that scribbles on a frame while it is being
+// read can only garble its own message, never make the reader go out of bounds.
 //
 // Handshake: connect() sends a wire Hello in the window and gets the server's Hello back: the
 // message ids it serves and its maximum frame; frames are then bounded by the minimum of both
