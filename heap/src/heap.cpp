@@ -300,6 +300,20 @@ struct Heap::Engine {
       tx.set(c.bitmap[i / 64], b & ~(u64{1} << (i % 64)));
     }
   }
+  // Best fit among the first 64 chunks of a ranged bin (smallest size >= s, then lowest address):
+  // keeps large free chunks whole, which is what keeps the footprint near the live bytes.
+  u64 best_in_bin(u64 ch, u64 s) const noexcept {
+    u64 best = 0, best_size = ~u64{0};
+    for (int n = 0; ch != 0 && n < 64; ++n) {
+      u64 cs = word_size(word(ch).load(std::memory_order_relaxed));
+      if (cs >= s && (cs < best_size || (cs == best_size && ch < best))) {
+        best = ch;
+        best_size = cs;
+      }
+      ch = next(ch).load(std::memory_order_relaxed);
+    }
+    return best;
+  }
   // A free chunk of size >= s, or 0. Exact bins hold one size; the first non-empty bin above the
   // request's bin holds only larger chunks; within a ranged bin, first fit (bounded scan).
   u64 arena_find(u64 s) const noexcept {
@@ -307,11 +321,9 @@ struct Heap::Engine {
     u64 ch = c.bin_head[i].load(std::memory_order_relaxed);
     if (i < kExactBins) {
       if (ch != 0) return ch;
-    } else {
-      for (int n = 0; ch != 0 && n < 64; ++n) {
-        if (word_size(word(ch).load(std::memory_order_relaxed)) >= s) return ch;
-        ch = next(ch).load(std::memory_order_relaxed);
-      }
+    } else if (ch != 0) {
+      u64 b = best_in_bin(ch, s);
+      if (b != 0) return b;
     }
     for (int j = i + 1; j < kBins;) {
       u64 b = c.bitmap[j / 64].load(std::memory_order_relaxed) >> (j % 64);
@@ -321,7 +333,8 @@ struct Heap::Engine {
       }
       j += std::countr_zero(b);
       if (j >= kBins) break;
-      return c.bin_head[j].load(std::memory_order_relaxed);
+      u64 head = c.bin_head[j].load(std::memory_order_relaxed);
+      return j < kExactBins ? head : best_in_bin(head, s);
     }
     return 0;
   }
@@ -525,6 +538,9 @@ struct Heap::Engine {
     // Central list empty: carve from the arena straight into the bin.
     if (!lock_arena()) return false;
     if (arena_find(cs) == 0) scavenge_for(cs);
+    // Carve little at a time (about 2 KiB): chunks carved ahead sit unused in this cache, and
+    // the footprint of a growing heap should be its live bytes.
+    want = std::clamp<u64>(2048 / cs, 1, want);
     Tx<kArenaLogEntries> tx(*this, c.arena_log);
     u64 ch = arena_find(cs);
     u64 m = 0;

@@ -45,12 +45,12 @@ inline constexpr u64 kHeaderSize = 16;
 inline constexpr u64 kMinChunk = 32;
 inline constexpr int kClasses = 64;
 inline constexpr u64 kSmallMax = kMinChunk + (kClasses - 1) * 16;  // 1040: user sizes <= 1024
-inline constexpr int kCacheSlots = 128;
+inline constexpr int kCacheSlots = 48;  // threads with a cache at once (dead ones' are reclaimed)
 inline constexpr int kOwners = 256;
 inline constexpr int kExactBins = 256;  // sizes < 4096: one bin per 16 bytes
 inline constexpr int kBins = 512;       // then 8 bins per power of two up to 2^44
 inline constexpr int kBitmapWords = kBins / 64;
-inline constexpr int kArenaLogEntries = 1024;
+inline constexpr int kArenaLogEntries = 512;  // >= the writes of one carve (3 per chunk, <= 64 chunks) + 40
 inline constexpr int kClassLogEntries = 8;
 inline constexpr int kDirLogEntries = 16;
 
