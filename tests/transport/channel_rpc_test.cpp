@@ -1,7 +1,7 @@
 // Tests the shared-memory RPC channel (transport/channel.hpp) between forked processes: the Hello
 // handshake (served ids, maximum frame), round trips with payloads from 0 bytes to the maximum,
-// unsupported ids and handler errors answered with Error replies on a connection that keeps
-// working, several clients at once, and death: the server SIGKILLed in the middle of a call (the
+// unsupported ids, handler errors and malformed frames answered with Error replies on a
+// connection that keeps working, several clients at once, and death: the server SIGKILLed in the middle of a call (the
 // client gets peer_closed promptly), a client SIGKILLed in the middle of a call (its window is
 // reclaimed and the server keeps serving), and no server at all.
 #include <gtest/gtest.h>
@@ -164,6 +164,41 @@ TEST(ChannelRpc, UnsupportedIdsAndHandlerErrorsGetErrorReplies) {
   r = cl.call(kEcho, req, sys::Clock::now() + 5s);
   ASSERT_EQ(r.status, ChannelStatus::ok);
   EXPECT_EQ(r.reply.size(), 100u);
+  cl.disconnect();
+  f.stop_server(server);
+}
+
+// A hostile or broken client writes frames the API would never produce straight into its window:
+// the server answers each with an Error frame and keeps serving.
+TEST(ChannelRpc, MalformedFramesInTheWindowGetErrorReplies) {
+  Fixture f(1);
+  Child server = f.start_server();
+  ChannelClient cl = ChannelClient::connect(f.ch, sys::Clock::now() + 5s);
+  const std::uint32_t idx = cl.window_index();
+  ChannelWindow& w = f.ch.window(idx);
+  auto raw_exchange = [&](wire::Header h) {
+    std::memcpy(f.ch.request_area(idx), &h, sizeof h);
+    w.turn.store(ChannelWindow::kServerTurn);
+    f.ch.control()->doorbell.fetch_add(1);
+    sys::futex_wake_all(f.ch.control()->doorbell);
+    auto until = sys::Clock::now() + 5s;
+    while (w.turn.load() != ChannelWindow::kClientTurn && sys::Clock::now() < until) std::this_thread::yield();
+    wire::Header rh;
+    std::memcpy(&rh, f.ch.reply_area(idx), sizeof rh);
+    EXPECT_EQ(rh.id, wire::ids::error);
+    wire::ErrorView ev;
+    EXPECT_EQ(wire::decode_error({f.ch.reply_area(idx) + wire::kHeaderSize, wire::payload_size(rh)}, ev),
+              wire::Status::ok);
+    return ev.code;
+  };
+  EXPECT_EQ(raw_exchange({kMax + 1, kEcho, 0, 5}), EMSGSIZE);          // longer than the window
+  EXPECT_EQ(raw_exchange({3, kEcho, 0, 6}), EPROTO);                   // shorter than a header
+  EXPECT_EQ(raw_exchange({wire::kHeaderSize, kEcho, 1, 7}), EPROTO);   // reserved flags set
+  EXPECT_EQ(raw_exchange({wire::kHeaderSize + 2, wire::ids::hello, 0, 8}), EPROTO);  // bad hello
+  auto req = pattern(64, 4);
+  CallResult r = cl.call(kEcho, req, sys::Clock::now() + 5s);
+  ASSERT_EQ(r.status, ChannelStatus::ok);
+  EXPECT_TRUE(std::equal(r.reply.begin(), r.reply.end(), req.begin()));
   cl.disconnect();
   f.stop_server(server);
 }
