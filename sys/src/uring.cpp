@@ -1,6 +1,7 @@
 #include "shmkit/sys/uring.hpp"
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 namespace shmkit::sys {
@@ -33,6 +34,36 @@ int uring_submit(io_uring* ring) noexcept {
     int r = io_uring_submit(ring);
     if (r != -EINTR) return r;
   }
+}
+
+unsigned uring_flush_sq(io_uring* ring) noexcept {
+  io_uring_sq* sq = &ring->sq;
+  const unsigned tail = sq->sqe_tail;
+  if (sq->sqe_head != tail) {
+    sq->sqe_head = tail;
+    // Release: the SQE contents written before are visible to the kernel once it sees the tail.
+    io_uring_smp_store_release(sq->ktail, tail);
+  }
+  return tail - io_uring_smp_load_acquire(sq->khead);
+}
+
+int uring_enter_wait(io_uring* ring, unsigned to_submit, int timeout_ms) noexcept {
+  unsigned flags = IORING_ENTER_GETEVENTS;
+  int r;
+  if (timeout_ms < 0) {
+    r = io_uring_enter(static_cast<unsigned>(ring->ring_fd), to_submit, 1, flags, nullptr);
+  } else {
+    __kernel_timespec ts{};
+    ts.tv_sec = timeout_ms / 1000;
+    ts.tv_nsec = static_cast<long long>(timeout_ms % 1000) * 1000000;
+    io_uring_getevents_arg arg{};
+    arg.ts = reinterpret_cast<std::uint64_t>(&ts);
+    flags |= IORING_ENTER_EXT_ARG;
+    r = io_uring_enter2(static_cast<unsigned>(ring->ring_fd), to_submit, 1, flags,
+                        reinterpret_cast<sigset_t*>(&arg), sizeof arg);
+  }
+  // liburing's io_uring_enter/io_uring_enter2 return the kernel's result: -errno on failure.
+  return r == -EINTR ? 0 : r;
 }
 
 unsigned uring_peek_batch(io_uring* ring, io_uring_cqe** out, unsigned n) noexcept {

@@ -291,34 +291,43 @@ int UringRing::wait(UringMailbox& mb, UringCompletion* out, int timeout_ms) noex
     return left.count() <= 0 ? 0 : static_cast<int>(left.count());
   };
   std::unique_lock lk(mu_);
-  if (io_uring_sq_ready(&ring_) > 0) {
-    int r = flush_locked(lk);
-    if (r < 0 && broken_ == 0) {
-      broken_ = r;
-      fail_all_locked(r);
-    }
-  }
   for (;;) {
-    if (pop_locked(mb, out)) return 0;
+    if (pop_locked(mb, out)) {
+      // wait() hands queued SQEs to the kernel: flush what a leader would have carried.
+      if (io_uring_sq_ready(&ring_) > 0 && !reaping_) flush_or_break_locked(lk);
+      return 0;
+    }
     if (mb.outstanding_ == 0) return -ENOMSG;
     const int ms = remaining_ms();
     if (ms == 0) return -ETIME;
     if (!reaping_) {
-      // Become the reaper: route whatever is there; if nothing, block in the kernel unlocked.
+      // Become the reaper: route whatever is there; if nothing, submit the queued SQEs and
+      // block for a completion in ONE io_uring_enter, without holding the lock.
       reaping_ = true;
       if (reap_locked() == 0) {
+        const bool can_wait = ext_arg_ || ms < 0;
+        unsigned to_submit = 0;
+        if (can_wait) {
+          to_submit = sys::uring_flush_sq(&ring_);  // we hold mu_: the submission side is ours
+        } else if (io_uring_sq_ready(&ring_) > 0) {
+          flush_or_break_locked(lk);
+        }
         lk.unlock();
         int r;
-        if (ext_arg_ || ms < 0) {
-          r = sys::uring_wait_cqe(&ring_, ms);
+        if (can_wait) {
+          r = sys::uring_enter_wait(&ring_, to_submit, ms);
         } else {
           // Without EXT_ARG a timed wait would need an SQE, which only lock holders may take.
           std::this_thread::sleep_for(std::chrono::milliseconds(1));
           r = 0;
         }
         lk.lock();
+        if (r == -EBUSY) {
+          ++stats_.ebusy_reaped;  // case 3: reaped below; the SQEs go with the next enter
+          r = 0;
+        }
         const unsigned n = reap_locked();
-        if (r < 0 && r != -ETIME && n == 0 && broken_ == 0) {
+        if (r < 0 && r != -ETIME && r != -EAGAIN && n == 0 && broken_ == 0) {
           broken_ = r;  // the ring itself failed: no completion can come any more
           fail_all_locked(r);
         }
@@ -327,6 +336,8 @@ int UringRing::wait(UringMailbox& mb, UringCompletion* out, int timeout_ms) noex
       cv_.notify_all();  // routed completions, and the reaper role is free for another waiter
       continue;
     }
+    // Another thread reaps; make sure what we queued is in the kernel, then sleep.
+    if (io_uring_sq_ready(&ring_) > 0) flush_or_break_locked(lk);
     if (ms < 0) {
       cv_.wait(lk);
     } else {
@@ -335,9 +346,17 @@ int UringRing::wait(UringMailbox& mb, UringCompletion* out, int timeout_ms) noex
   }
 }
 
-bool UringRing::try_receive(UringMailbox& mb, UringCompletion* out) noexcept {
+void UringRing::flush_or_break_locked(std::unique_lock<std::mutex>& lk) noexcept {
+  int r = flush_locked(lk);
+  if (r < 0 && broken_ == 0) {
+    broken_ = r;
+    fail_all_locked(r);
+  }
+}
+
+bool UringRing::try_receive(UringMailbox& mb, UringCompletion* out, bool flush) noexcept {
   std::unique_lock lk(mu_);
-  if (io_uring_sq_ready(&ring_) > 0) (void)flush_locked(lk);
+  if (flush && io_uring_sq_ready(&ring_) > 0) flush_or_break_locked(lk);
   if (!reaping_) {
     reaping_ = true;
     if (reap_locked() != 0) cv_.notify_all();

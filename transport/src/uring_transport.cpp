@@ -35,6 +35,14 @@ static_assert(kMaxChunk + wire::kHeaderSize + sizeof(mp::WriteRequest) <= SpanAr
 int peer_error(int err) noexcept {
   return (err == -ECONNRESET || err == -ENOTCONN || err == -ESHUTDOWN) ? -EPIPE : err;
 }
+// The fewest bytes a chunk's reply can have: its Read/Write reply, or an Error reply (header,
+// ErrorFixed, detail length), whichever is shorter.
+constexpr std::uint64_t kErrorReplyMin = wire::kHeaderSize + sizeof(wire::ErrorFixed) + 4;
+std::uint64_t min_reply(wire::MsgId id, std::uint64_t len) noexcept {
+  const std::uint64_t ok = wire::kHeaderSize + (id == mp::ids::read ? len : 0);
+  return std::min(ok, kErrorReplyMin);
+}
+
 // Results after which the same operation is simply submitted again. -ECANCELED: io_uring ties
 // a request to the thread that submitted it and cancels it when that thread exits; a cancelled
 // send or receive moved no bytes, and any requester thread may have submitted ours.
@@ -89,7 +97,7 @@ UringTransport::UringTransport(int fd, const UringTransportOptions& opts) : fd_(
     throw;
   }
   std::lock_guard lk(mu_);
-  start_recv_locked();
+  start_recv_locked(true);
 }
 
 void UringTransport::handshake() {
@@ -205,7 +213,7 @@ int UringTransport::submit_locked(wire::MsgId id, std::uint64_t remote, std::byt
     }
     done += n;
   }
-  start_send_locked();
+  start_send_locked(true);  // the request leaves now, not at the next wait
   return 0;
 }
 
@@ -240,6 +248,7 @@ int UringTransport::queue_chunk_locked(wire::MsgId id, std::uint64_t remote, std
   c.id = id;
   c.arena_dst = id == mp::ids::read && len >= kDirectMin && arena_->contains(buf, len);
   if (c.arena_dst) ++arena_chunks_;
+  min_pending_ += min_reply(id, len);
   ++live_chunks_;
   ++req.chunks_left_;
   unsent_.push_back(Frame{s, n});
@@ -319,7 +328,7 @@ void UringTransport::drive_locked(std::unique_lock<std::mutex>& lk, int timeout_
   lk.lock();
   if (r == 0) {
     handle_locked(c);
-    while (ring_->try_receive(*io_mb_, &c)) handle_locked(c);
+    while (ring_->try_receive(*io_mb_, &c, /*flush=*/false)) handle_locked(c);
   } else if (r != -ETIME && r != -ENOMSG) {
     break_locked(r);
   } else if (r == -ENOMSG && broken_ == 0) {
@@ -339,7 +348,7 @@ void UringTransport::handle_locked(const UringCompletion& c) noexcept {
 
 // ---- sending -----------------------------------------------------------------------------------
 
-void UringTransport::start_send_locked() noexcept {
+void UringTransport::start_send_locked(bool flush) noexcept {
   if (send_in_flight_ || unsent_.empty() || broken_ != 0) return;
   auto* iov = reinterpret_cast<iovec*>(send_iov_.data);
   std::size_t n = 0;
@@ -353,7 +362,7 @@ void UringTransport::start_send_locked() noexcept {
   const int fd = fd_;
   int r = ring_->submit(*io_mb_, kSendToken, [&](io_uring_sqe* sqe) {
     io_uring_prep_sendmsg(sqe, fd, msg, MSG_NOSIGNAL);
-  });
+  }, flush);
   if (r < 0) return break_locked(r);
   send_in_flight_ = true;
   ++stats_.sends;
@@ -385,15 +394,16 @@ void UringTransport::on_send_locked(int res) noexcept {
     send_off_ = 0;
     return;
   }
-  start_send_locked();
+  start_send_locked(false);  // goes with the driver's next io_uring_enter
 }
 
 // ---- receiving ---------------------------------------------------------------------------------
 
-void UringTransport::start_recv_locked() noexcept {
+void UringTransport::start_recv_locked(bool flush) noexcept {
   if (recv_in_flight_ || broken_ != 0) return;
   std::byte* p;
   std::size_t n;
+  bool waitall = false;
   if (direct_chunk_ != kNone) {
     const Chunk& c = chunks_[direct_chunk_];
     p = c.dst + direct_done_;
@@ -413,16 +423,24 @@ void UringTransport::start_recv_locked() noexcept {
     // arrives before most of its payload, which is received in place (see parse_locked). The
     // receive posted while idle is small too: the next requests may be such reads.
     if (arena_chunks_ != 0 || live_chunks_ == 0) n = std::min(n, kDirectMin);
+    // Wake once per many replies, not once per reply: every chunk in flight will certainly
+    // send at least min_reply() bytes, so a MSG_WAITALL receive of that many (less what is
+    // already here) never waits for bytes that are not coming, and a dying peer still ends it.
+    const std::uint64_t here = rend_ - rbeg_;
+    if (min_pending_ > here) {
+      n = static_cast<std::size_t>(std::min<std::uint64_t>(n, min_pending_ - here));
+      waitall = true;
+    }
   }
-  const bool fixed = ring_->has_fixed_buffer() && arena_->contains(p, n);
+  const bool fixed = !waitall && ring_->has_fixed_buffer() && arena_->contains(p, n);
   const int fd = fd_;
   int r = ring_->submit(*io_mb_, kRecvToken, [&](io_uring_sqe* sqe) {
     if (fixed) {
       io_uring_prep_read_fixed(sqe, fd, p, static_cast<unsigned>(n), 0, 0);
     } else {
-      io_uring_prep_recv(sqe, fd, p, n, 0);
+      io_uring_prep_recv(sqe, fd, p, n, waitall ? MSG_WAITALL : 0);
     }
-  });
+  }, flush);
   if (r < 0) return break_locked(r);
   recv_in_flight_ = true;
   recv_target_ = p;
@@ -457,7 +475,7 @@ void UringTransport::on_recv_locked(int res) noexcept {
     for (auto& s : deferred_release_) arena_->free(s);
     deferred_release_.clear();
   }
-  start_recv_locked();
+  start_recv_locked(false);  // goes with the driver's next io_uring_enter
 }
 
 void UringTransport::parse_locked() noexcept {
@@ -531,6 +549,7 @@ void UringTransport::complete_chunk_locked(std::uint32_t idx, int err) noexcept 
     ++stats_.late_replies;
   }
   if (c.arena_dst) --arena_chunks_;
+  min_pending_ -= min_reply(c.id, c.len);
   c.arena_dst = false;
   c.in_use = false;
   c.req = nullptr;

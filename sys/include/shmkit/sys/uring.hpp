@@ -32,6 +32,16 @@ void uring_queue_exit(io_uring* ring) noexcept;
 // (-EBUSY: the kernel wants completions reaped first). EINTR is retried.
 [[nodiscard]] int uring_submit(io_uring* ring) noexcept;
 
+// Publishes the SQEs filled since the last flush to the kernel without entering it (what
+// io_uring_submit does before its io_uring_enter); returns how many the kernel has not consumed
+// yet. Call with the submission side held; the io_uring_enter that submits them may then be made
+// by any thread (uring_enter_wait), since the kernel reads only published, complete SQEs.
+[[nodiscard]] unsigned uring_flush_sq(io_uring* ring) noexcept;
+// One io_uring_enter that submits up to `to_submit` published SQEs and waits for at least one
+// completion, up to timeout_ms (< 0: forever; >= 0 needs IORING_FEAT_EXT_ARG). Returns the number
+// submitted, -ETIME on timeout, 0 on EINTR, or -errno (-EBUSY: reap completions first).
+[[nodiscard]] int uring_enter_wait(io_uring* ring, unsigned to_submit, int timeout_ms) noexcept;
+
 // Copies up to `n` completion pointers out without waiting (flushing the kernel's overflow list
 // when the CQ is empty but overflowed); returns the count. Release them with uring_cq_advance.
 [[nodiscard]] unsigned uring_peek_batch(io_uring* ring, io_uring_cqe** out, unsigned n) noexcept;

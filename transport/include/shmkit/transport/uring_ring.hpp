@@ -17,7 +17,9 @@
 //  * Reaping is leader/follower: a requester that waits on an empty mailbox becomes the reaper if
 //    there is none (blocking in io_uring_enter without holding the lock), routes whatever arrives
 //    and wakes the others; otherwise it sleeps until the reaper routes something. No extra thread,
-//    so a single requester pays no thread hand-off.
+//    so a single requester pays no thread hand-off. The reaper publishes the queued SQEs under
+//    the lock and then submits them and waits in the same io_uring_enter (submit(..., false)
+//    queues an operation to go with it: one system call carries the batch and the wait).
 //  * CQ overflow loses nothing: the ring requires IORING_FEAT_NODROP (the kernel keeps overflowed
 //    completions and hands them over when asked); without it in-flight operations are capped at the
 //    CQ size so the CQ cannot overflow.
@@ -117,7 +119,8 @@ class UringRing {
   // ring meanwhile. 0 with *out filled; -ETIME on timeout; -ENOMSG when mb has nothing outstanding.
   [[nodiscard]] int wait(UringMailbox& mb, UringCompletion* out, int timeout_ms = -1) noexcept;
   // Non-blocking: reaps what the kernel has completed, then takes mb's next completion if any.
-  [[nodiscard]] bool try_receive(UringMailbox& mb, UringCompletion* out) noexcept;
+  // `flush` false leaves queued SQEs for the next wait() to carry.
+  [[nodiscard]] bool try_receive(UringMailbox& mb, UringCompletion* out, bool flush = true) noexcept;
 
   // Registers [base, base+len) as fixed buffer 0 (for READ_FIXED/WRITE_FIXED). 0 or -errno
   // (-ENOMEM under a small RLIMIT_MEMLOCK: callers fall back to plain READ/WRITE).
@@ -157,6 +160,7 @@ class UringRing {
   int finish_locked(std::unique_lock<std::mutex>& lk, io_uring_sqe* sqe, std::uint32_t slot,
                     bool flush) noexcept;
   int flush_locked(std::unique_lock<std::mutex>& lk) noexcept;
+  void flush_or_break_locked(std::unique_lock<std::mutex>& lk) noexcept;
   int enter_locked() noexcept;
   // Case 3: make room by reaping (or waiting for the current reaper to do it).
   void reap_for_ebusy_locked(std::unique_lock<std::mutex>& lk) noexcept;

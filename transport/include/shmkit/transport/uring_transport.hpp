@@ -155,8 +155,10 @@ class UringTransport final : public MemoryTransport {
                     UringRequest& req) noexcept;
   int queue_chunk_locked(wire::MsgId id, std::uint64_t remote, std::byte* buf, std::size_t len,
                          UringRequest& req) noexcept;
-  void start_send_locked() noexcept;
-  void start_recv_locked() noexcept;
+  // flush false: the SQE waits in the ring for the driver's next io_uring_enter (which also
+  // waits), so one system call carries it; used from completion handlers, which a driver runs.
+  void start_send_locked(bool flush) noexcept;
+  void start_recv_locked(bool flush) noexcept;
   void on_send_locked(int res) noexcept;
   void on_recv_locked(int res) noexcept;
   void parse_locked() noexcept;
@@ -192,6 +194,8 @@ class UringTransport final : public MemoryTransport {
   std::uint32_t free_chunk_ = UINT32_MAX;
   std::uint32_t live_chunks_ = 0;
   std::uint32_t arena_chunks_ = 0;   // INVARIANT3: = in-use chunks with arena_dst
+  std::uint64_t min_pending_ = 0;    // INVARIANT4: = sum of min_reply() over in-use chunks: bytes
+                                     // the agent will certainly still send us
 
   std::deque<Frame> unsent_;         // frames in order; the first send_off_ bytes of the first
   std::size_t send_off_ = 0;         // one are already sent
