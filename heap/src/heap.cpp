@@ -433,7 +433,7 @@ struct Heap::Engine {
       u64 pw = word(p).load(std::memory_order_relaxed);
       if (word_state(pw) == st_free && word_size(pw) == pf) {
         bin_remove(tx, p, pf);
-        tx.set(word(ch), 0);  // no stale header inside a free chunk
+        tx.set(word(ch), tombstone(ch));  // no live-looking header inside a free chunk
         start = p;
         total += pf;
       }
@@ -441,7 +441,8 @@ struct Heap::Engine {
     u64 n = ch + s;
     u64 top = c.top.load(std::memory_order_relaxed);
     if (n >= top) {
-      tx.set(word(start), 0);
+      tx.set(word(start), tombstone(start));
+      if (start != ch) tx.set(word(ch), tombstone(ch));
       tx.set(c.top, start);
       return;
     }
@@ -449,13 +450,18 @@ struct Heap::Engine {
     if (word_state(nw) == st_free) {
       u64 ns = word_size(nw);
       bin_remove(tx, n, ns);
-      tx.set(word(n), 0);
+      tx.set(word(n), tombstone(n));
       total += ns;
     }
     tx.set(word(start), make_word(start, total, st_free));
     tx.set(prev_free(start + total), total);
     bin_insert(tx, start, total);
   }
+
+  // The header left where a freed chunk began when it was merged into a neighbour or into the
+  // space above top: size 0 (never a valid chunk), state free, this offset's check bits — so a
+  // second free of the same pointer is still recognised as a double free.
+  static u64 tombstone(u64 off) noexcept { return make_word(off, 0, st_free); }
 
   // ---- owner index for owned allocations ----
   int my_owner_idx() noexcept {
@@ -668,7 +674,7 @@ struct Heap::Engine {
 
   void* allocate(std::size_t n, std::size_t align, bool owned) noexcept {
     u64 s = chunk_size_for(n);
-    if (s == 0) return nullptr;
+    if (s == 0 || align == 0 || (align & (align - 1)) != 0) [[unlikely]] return nullptr;
     int owner = 0;
     if (owned) {
       owner = my_owner_idx();
@@ -771,14 +777,18 @@ struct Heap::Engine {
     if (p == nullptr) return HeapStatus::null_pointer;
     auto* b = static_cast<const std::byte*>(p);
     u64 top = c.top.load(std::memory_order_acquire);
-    if (b < base + c.arena_begin + kHeaderSize || b >= base + top) return HeapStatus::foreign_pointer;
+    // Above top only a tombstone can be found (a freed chunk that was merged into the space above
+    // top); below the segment size the word can be read.
+    u64 limit = std::min<u64>(seg_size(), c.high_water.load(std::memory_order_relaxed));
+    if (b < base + c.arena_begin + kHeaderSize || b >= base + std::max(top, limit)) return HeapStatus::foreign_pointer;
     ch = static_cast<u64>(b - base) - kHeaderSize;
     if (ch % 16 != 0) return HeapStatus::foreign_pointer;
     w = word(ch).load(std::memory_order_acquire);
-    u64 s = word_size(w);
-    if (!word_check_ok(ch, w) || s < kMinChunk || ch + s > top) return HeapStatus::foreign_pointer;
+    if (!word_check_ok(ch, w)) return HeapStatus::foreign_pointer;
     u64 st = word_state(w);
     if (st == st_free || st == st_cached) return HeapStatus::double_free;
+    u64 s = word_size(w);
+    if (s < kMinChunk || ch + s > top) return HeapStatus::foreign_pointer;
     if (st != st_used && st != st_owned) return HeapStatus::foreign_pointer;
     return HeapStatus::ok;
   }
