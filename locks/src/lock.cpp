@@ -41,9 +41,15 @@ namespace {
   std::abort();
 }
 
-// In a fork child the one thread has a new tid (and glibc has reset its robust list to empty at
-// the same head address): forget the cache so the next lock operation re-reads both.
-void reset_thread_state_in_child() noexcept { tls_thread_state = ThreadState{0, nullptr}; }
+// In a fork child the one thread has a new tid, and glibc has reset its robust list to empty at
+// the same head address — but not list_op_pending, which glibc assumes is null at fork (true for
+// its own operations). Ours may still point at a lock the PARENT holds (INVARIANT6); in the child
+// that lock is not ours, and the parent may free and reuse its memory, so clear it. Then forget
+// the cache so the next lock operation re-reads tid and head.
+void reset_thread_state_in_child() noexcept {
+  if (tls_thread_state.head != nullptr) tls_thread_state.head->list_op_pending = nullptr;
+  tls_thread_state = ThreadState{0, nullptr};
+}
 
 // How a contended acquire spins before it sleeps: it re-reads the word up to kSpinRounds times,
 // pausing 1, 2, 4, ... up to kMaxPauses pause instructions between reads (exponential backoff).

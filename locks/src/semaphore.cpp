@@ -13,16 +13,18 @@ namespace shmkit {
 // returns at once.
 void Semaphore::post(std::uint32_t n) {
   if (n == 0) return;
-  // seq_cst (includes release: pairs with try_wait's acquire; seq_cst for the Dekker pairing).
-  const std::uint32_t old = value_.fetch_add(n, std::memory_order_seq_cst);
-  if (old > kMaxValue || n > kMaxValue - old) {
-    value_.fetch_sub(n, std::memory_order_relaxed);  // undo; nobody can have taken the excess
-    throw Error(Errc::invalid_argument, "shmkit::Semaphore::post: the count " + std::to_string(old) +
-                                            " + " + std::to_string(n) + " would exceed " +
-                                            std::to_string(kMaxValue));
-  }
+  // A CAS loop rather than fetch_add + undo: a transient count above the limit could be consumed
+  // by waiters before the undo and then wrap below zero.
+  std::uint32_t v = value_.load(std::memory_order_relaxed);
+  do {
+    if (n > kMaxValue - v)
+      throw Error(Errc::invalid_argument, "shmkit::Semaphore::post: the count " + std::to_string(v) +
+                                              " + " + std::to_string(n) + " would exceed " +
+                                              std::to_string(kMaxValue));
+    // seq_cst (includes release: pairs with try_wait's acquire; seq_cst for the Dekker pairing).
+  } while (!value_.compare_exchange_weak(v, v + n, std::memory_order_seq_cst, std::memory_order_relaxed));
   if (waiters_.load(std::memory_order_seq_cst) != 0)
-    sys::futex_wake(value_, n > static_cast<std::uint32_t>(INT32_MAX) ? INT32_MAX : static_cast<int>(n));
+    sys::futex_wake(value_, static_cast<int>(n));  // n <= kMaxValue == INT32_MAX
 }
 
 bool Semaphore::wait_slow(sys::Deadline deadline) noexcept {

@@ -82,9 +82,13 @@ TEST(LocksFork, ChildForkedWhileAnotherParentThreadHoldsTheLock) {
 TEST(LocksFork, ChildOfTheHoldingThreadDoesNotHoldTheLock) {
   Shared<Arena> a;
   ASSERT_EQ(a->lock.acquire(), LockResult::acquired);  // warms this thread's cached tid
+  ASSERT_NE(locks_detail::thread_state().head->list_op_pending, nullptr) << "INVARIANT6 fast path";
   Child child([&] {
     // The cached tid must be the child's: otherwise it would think it owns the parent's lock.
     if (a->lock.held_by_this_thread()) return 1;
+    // The parent's fast path left list_op_pending on the lock it holds; the child must not inherit
+    // that (the kernel would look at that word when the child dies or execs).
+    if (locks_detail::thread_state().head->list_op_pending != nullptr) return 4;
     if (a->lock.try_acquire() != LockResult::would_block) return 2;
     a->stage.store(1);
     if (a->lock.acquire(Clock::now() + 10s) != LockResult::acquired) return 3;
