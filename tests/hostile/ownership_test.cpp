@@ -1,0 +1,106 @@
+// Hostile segments, ownership and mode: segments are created 0600 unless a mode is asked for
+// (whatever the umask), and a segment file owned by another user is refused unless
+// SegmentOptions::allow_other_owner (the check compares the file's st_uid with geteuid(); the
+// test runs as root, so it chowns the file to another uid — root could open it anyway, the check
+// is shmkit's own). A refused open names the owner and the option in its message.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "shmkit/shm/segment.hpp"
+#include "shmkit/sys/error.hpp"
+#include "testing.hpp"
+
+namespace shmkit {
+namespace {
+
+using testing::ShmNameGuard;
+
+mode_t file_mode(const std::string& name) {
+  struct ::stat st {};
+  EXPECT_EQ(::stat(("/dev/shm" + name).c_str(), &st), 0);
+  return st.st_mode & 07777;
+}
+
+// Restores the umask on scope exit.
+struct UmaskGuard {
+  mode_t old;
+  explicit UmaskGuard(mode_t m) : old(::umask(m)) {}
+  ~UmaskGuard() { ::umask(old); }
+};
+
+TEST(HostileOwnership, CreatedSegmentsAre0600ByDefaultWhateverTheUmask) {
+  UmaskGuard um(0);  // a permissive umask must not widen the default
+  ShmNameGuard name(testing::unique_name("own-mode"));
+  SegmentOptions o;
+  o.attach = false;
+  Segment s = Segment::create(name.name(), 1 << 20, o);
+  EXPECT_EQ(file_mode(name.name()), 0600u);
+}
+
+TEST(HostileOwnership, OpenOrCreateAlsoUses0600) {
+  UmaskGuard um(0);
+  ShmNameGuard name(testing::unique_name("own-ooc"));
+  SegmentOptions o;
+  o.attach = false;
+  Segment s = Segment::open_or_create(name.name(), 1 << 20, o);
+  EXPECT_EQ(file_mode(name.name()), 0600u);
+}
+
+TEST(HostileOwnership, AnAskedModeIsTheModeWhateverTheUmask) {
+  UmaskGuard um(077);  // a restrictive umask must not narrow an explicit mode
+  ShmNameGuard name(testing::unique_name("own-asked"));
+  SegmentOptions o;
+  o.attach = false;
+  o.mode = 0640;
+  Segment s = Segment::create(name.name(), 1 << 20, o);
+  EXPECT_EQ(file_mode(name.name()), 0640u);
+}
+
+TEST(HostileOwnership, ASegmentOwnedByAnotherUserIsRefusedUnlessAllowed) {
+  ASSERT_EQ(::geteuid(), 0u) << "this test chowns a file: it needs root";
+  ShmNameGuard name(testing::unique_name("own-other"));
+  {
+    SegmentOptions o;
+    o.attach = false;
+    Segment s = Segment::create(name.name(), 1 << 20, o);
+  }
+  const uid_t other = 54321;
+  ASSERT_EQ(::chown(("/dev/shm" + name.name()).c_str(), other, other), 0);
+  try {
+    Segment s = Segment::open(name.name());
+    FAIL() << "opened a segment owned by uid " << other;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::permission_denied) << e.what();
+    EXPECT_NE(std::string(e.what()).find(std::to_string(other)), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("allow_other_owner"), std::string::npos) << e.what();
+  }
+  // open_or_create of an existing foreign file: refused the same way (no re-initialisation).
+  EXPECT_THROW((void)Segment::open_or_create(name.name(), 1 << 20), Error);
+  SegmentOptions allow;
+  allow.allow_other_owner = true;
+  allow.attach = false;
+  Segment s = Segment::open(name.name(), allow);
+  EXPECT_TRUE(s.valid());
+  EXPECT_GT(s.size(), 0u);
+}
+
+TEST(HostileOwnership, ToolsRefuseAForeignSegmentWithAOneLineError) {
+  ShmNameGuard name(testing::unique_name("own-tool"));
+  {
+    SegmentOptions o;
+    o.attach = false;
+    Segment s = Segment::create(name.name(), 1 << 20, o);
+  }
+  ASSERT_EQ(::chown(("/dev/shm" + name.name()).c_str(), 54321, 54321), 0);
+  for (const char* cmd : {"info", "verify"}) {
+    auto r = testing::run_tool({cmd, name.name()});
+    EXPECT_GT(r.exit_code, 0) << cmd;
+    EXPECT_NE(r.err.find("54321"), std::string::npos) << cmd << ": " << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace shmkit
