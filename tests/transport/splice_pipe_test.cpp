@@ -1,5 +1,5 @@
 // Tests SplicePipe and transfer_once (transport/splice_pipe.hpp): moving exact byte counts
-// file -> socket and socket -> file between processes, duplicating a stream with tee, a deadline
+// file -> socket (behind a prefix written into the pipe first) and socket -> file between processes, duplicating a stream with tee, a deadline
 // that ends a wait on a peer that never reads (no hang), EINVAL from a destination that cannot
 // take a splice with the bytes kept in the pipe, and SIGPIPE kept from the process when the
 // reader of a socket is gone.
@@ -32,7 +32,11 @@ TEST(SplicePipe, MovesExactlyLenBytesFileToSocketAcrossProcesses) {
   int file = make_memfd(kLen + 5000, 0);
   int sv[2];
   ASSERT_EQ(sys::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  const char prefix[] = "frame-header-16b";  // 16 bytes + NUL; the 16 go first, in the pipe
   Child reader([&] {
+    char head[16];
+    if (recv_exact(sv[1], head, sizeof head, Deadline::after(std::chrono::seconds(10))) != 0) return 5;
+    if (std::memcmp(head, prefix, 16) != 0) return 6;
     std::vector<std::uint8_t> buf(kLen);
     if (recv_exact(sv[1], buf.data(), kLen, Deadline::after(std::chrono::seconds(10))) != 0) return 2;
     for (std::size_t i = 0; i < kLen; ++i)
@@ -44,8 +48,10 @@ TEST(SplicePipe, MovesExactlyLenBytesFileToSocketAcrossProcesses) {
   SplicePipe pipe(1 << 16);
   EXPECT_GE(pipe.capacity(), std::size_t{1} << 16);
   loff_t off = 1000;
-  ASSERT_EQ(pipe.move(file, &off, sv[0], nullptr, kLen, Deadline::after(std::chrono::seconds(10))),
-            static_cast<ssize_t>(kLen));
+  ASSERT_EQ(pipe.move(file, &off, sv[0], nullptr, kLen, Deadline::after(std::chrono::seconds(10)),
+                      std::as_bytes(std::span<const char>(prefix, 16))),
+            static_cast<ssize_t>(16 + kLen));
+  EXPECT_EQ(pipe.moved(), 16 + kLen);
   EXPECT_EQ(off, static_cast<loff_t>(1000 + kLen));
   EXPECT_EQ(pipe.buffered(), 0u);
   EXPECT_EQ(reader.wait(std::chrono::seconds(10)), 0);

@@ -211,21 +211,26 @@ struct Agent::Impl {
     std::uint64_t sent = 0;
     SplicePipe* p = (opts.zero_copy && w->fd >= 0 && w->splice_ok && req.length > 0) ? splice_pipe() : nullptr;
     if (p != nullptr) {
-      if (send_all(c.fd, &h, sizeof h, io_deadline(), MSG_MORE) < 0) return void(c.closing = true);
       auto off = static_cast<loff_t>(w->file_offset + (req.address - w->address));
-      ssize_t m = p->move(w->fd, &off, c.fd, nullptr, req.length, io_deadline());
-      sent = p->moved();
+      auto header = std::as_bytes(std::span<const wire::Header, 1>(&h, 1));
+      ssize_t m = p->move(w->fd, &off, c.fd, nullptr, req.length, io_deadline(), header);
+      // Bytes of the reply delivered: the header first, then data.
+      const std::uint64_t delivered = p->moved();
+      const std::uint64_t header_sent = std::min<std::uint64_t>(delivered, sizeof h);
+      sent = delivered - header_sent;
       stats.bytes_spliced += sent;
       if (m >= 0) return;
       reset_pipe();
       if (m != -EINVAL) return void(c.closing = true);  // peer gone or stuck: stream broken
       // The file (or this socket) cannot splice: the memory is the source of truth, so send the
-      // rest from it. Splicing stays off for this window.
+      // rest of the reply from it. Splicing stays off for this window.
       w->splice_ok = false;
       ++stats.splice_fallbacks;
       log().info("agent: splice refused (EINVAL) for window at {:#x}; copying from now on",
                  w->address);
-      if (send_all(c.fd, src + sent, req.length - sent, io_deadline()) < 0) c.closing = true;
+      iovec rest[2] = {{reinterpret_cast<std::byte*>(&h) + header_sent, sizeof h - header_sent},
+                       {const_cast<std::byte*>(src + sent), req.length - sent}};
+      if (send_all(c.fd, rest, 2, io_deadline()) < 0) c.closing = true;
       stats.bytes_copied += req.length - sent;
       return;
     }

@@ -147,15 +147,25 @@ ssize_t SplicePipe::drain(int out, loff_t* out_off, std::size_t len, bool more,
 }
 
 ssize_t SplicePipe::move(int in, loff_t* in_off, int out, loff_t* out_off, std::size_t len,
-                         Deadline deadline) noexcept {
+                         Deadline deadline, std::span<const std::byte> prefix) noexcept {
   // Go zerocopy's transfer(): fill once (at most what is still owed, so nothing past len is taken
   // from `in`), then drain everything buffered, and repeat. Draining fully before filling again
-  // keeps buffered() == 0 at each fill, so a fill never waits on a full pipe.
+  // keeps the pipe empty at each fill, so a fill never waits on a full pipe.
   moved_ = 0;
   if (buffered_ != 0) return -EBUSY;  // leftovers of another stream: discard() first
-  std::size_t taken = 0;             // bytes taken from `in` so far
-  while (moved_ < len) {
-    if (buffered_ == 0) {
+  if (prefix.size() > capacity_ / 2) return -EINVAL;
+  if (!prefix.empty()) {
+    // The prefix (a frame header) rides in front of the first spliced bytes, so `out` gets both
+    // in one splice: a socket reader wakes once for header and data, not once for each.
+    ssize_t w = sys::write(wfd_, prefix.data(), prefix.size());
+    if (w < 0) return w;
+    if (static_cast<std::size_t>(w) != prefix.size()) return -EIO;  // an empty pipe takes it whole
+    buffered_ = prefix.size();
+  }
+  const std::size_t total = prefix.size() + len;
+  std::size_t taken = 0;  // bytes taken from `in` so far
+  while (moved_ < total) {
+    if (taken < len && buffered_ < capacity_) {
       ssize_t n = fill(in, in_off, len - taken, deadline);
       if (n < 0) return n;
       if (n == 0) return -EPIPE;  // the source ended before len bytes

@@ -32,6 +32,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <span>
 
 namespace shmkit::transport {
 
@@ -95,12 +96,14 @@ class SplicePipe {
   std::size_t buffered() const noexcept { return buffered_; }
 
   // Moves exactly len bytes from `in` (at *in_off when non-null) to `out` (at *out_off when
-  // non-null) through the pipe, in rounds of at most capacity(). Returns len, or -errno: -EPIPE
-  // when `in` ended early, -ETIMEDOUT, -EINVAL when a side cannot splice (see moved()).
-  // On failure buffered() may be non-zero: bytes taken from `in` but not delivered to `out`.
+  // non-null) through the pipe, in rounds of at most capacity(), preceded by `prefix` (at most
+  // capacity()/2 bytes, written into the pipe first: a frame header then reaches `out` in the same
+  // splice as the first data). Returns prefix.size() + len, or -errno: -EPIPE when `in` ended
+  // early, -ETIMEDOUT, -EINVAL when a side cannot splice, -EBUSY when buffered() != 0 on entry.
+  // On failure buffered() may be non-zero: bytes (prefix included) not delivered to `out`.
   [[nodiscard]] ssize_t move(int in, loff_t* in_off, int out, loff_t* out_off, std::size_t len,
-                             Deadline deadline) noexcept;
-  // Bytes delivered to `out` by the last move() (also on failure).
+                             Deadline deadline, std::span<const std::byte> prefix = {}) noexcept;
+  // Bytes delivered to `out` by the last move(), prefix included (also on failure).
   std::size_t moved() const noexcept { return moved_; }
 
   // One splice into the pipe from `in` (at most min(len, free space)); bytes, 0 on EOF, -errno.
