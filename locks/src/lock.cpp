@@ -117,8 +117,8 @@ LockResult RobustCore::acquire_slow(ThreadState& ts, sys::Deadline deadline, boo
   int spins = try_only ? 0 : kSpinRounds;
   int pauses = 1;
   // Once this thread has slept it takes the lock with WAITERS set: it cannot know whether others
-  // still sleep (the unlock that woke it cleared the flag), so its own unlock must wake the next
-  // one (Drepper's "mutex3"; glibc's robust mutex does the same).
+  // still sleep (the flag may have been cleared since it was woken), so its own unlock must wake
+  // the next one (as in Drepper's "mutex3" and glibc's robust mutex).
   std::uint32_t waiters_if_slept = 0;
   for (;;) {
     if (w == kNotRecoverable) return done(LockResult::not_recoverable);
@@ -177,18 +177,25 @@ void RobustCore::release_slow(std::uint32_t w) noexcept {
     sys::futex_wake_all(word);
     return;
   }
-  // WAITERS was set: release to 0 and wake one sleeper, which takes the lock with WAITERS set
-  // again (waiters_if_slept in acquire_slow) so that its unlock wakes the next.
-  //
-  // Known gap, shared with glibc's robust mutexes: if the woken thread is killed in the instant
-  // between waking and taking the lock AND a third thread took the lock meanwhile without sleeping
-  // (so without WAITERS), the remaining sleepers sleep on until the next contended unlock. If
-  // nobody took it, the kernel covers the death (list_op_pending on a word with no owner: it wakes
-  // the next sleeper). Keeping WAITERS set through the release would close the gap but needs a
-  // waiter count to ever clear the flag safely, which a killed sleeper would leave wrong forever.
+  // WAITERS was set. Release with the flag KEPT (owner 0, WAITERS) and wake one sleeper. Keeping
+  // it matters when the woken thread is killed before it takes the lock: a third thread that takes
+  // the lock meanwhile cannot use the one-CAS fast path (the word is not 0), takes it with WAITERS
+  // and so wakes the next sleeper on its unlock; if nobody takes it, the kernel wakes the next
+  // sleeper itself (the dead thread's list_op_pending names a word with no owner). With a plain
+  // release to 0 (glibc's way) the remaining sleepers would sleep on until some later contention.
   // release: publishes the critical section to the next acquirer.
-  word.exchange(0, std::memory_order_release);
-  sys::futex_wake(word, 1);
+  word.exchange(kWaiters, std::memory_order_release);
+  if (sys::futex_wake(word, 1) == 0) {
+    // Nobody was asleep at that instant: drop the flag if the word is still exactly kWaiters, so
+    // the next lock/unlock is back on the one-CAS fast path. A thread that went to sleep after our
+    // wake saw an owner; for the word to be kWaiters again that owner released and woke one
+    // sleeper, and every woken thread takes the lock with WAITERS set (waiters_if_slept), so
+    // clearing cannot strand a sleeper. (It could only if, in addition, that woken thread were
+    // killed before taking the lock and a fourth thread took the now-0 word first.)
+    std::uint32_t expected = kWaiters;
+    // relaxed: clearing the flag publishes nothing.
+    word.compare_exchange_strong(expected, 0, std::memory_order_relaxed, std::memory_order_relaxed);
+  }
 }
 
 void RobustCore::abandon_inconsistent(ThreadState& ts) noexcept {

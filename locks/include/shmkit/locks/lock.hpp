@@ -39,9 +39,10 @@
 // INVARIANT1: word & TID_MASK == t (t != 0, word != kNotRecoverable) <=> thread t holds the lock,
 //             and then (and only then) the lock's node is in t's robust list, or t's
 //             list_op_pending points at it.
-// INVARIANT2: a thread sleeps in FUTEX_WAIT on the word only on a value with WAITERS set, and
-//             WAITERS stays set until an unlock that then wakes one sleeper; a woken thread takes
-//             the lock with WAITERS set again (it cannot know whether others still sleep).
+// INVARIANT2: a thread sleeps in FUTEX_WAIT on the word only on a value with WAITERS set; an unlock
+//             of a word with WAITERS releases it to WAITERS (owner 0) and wakes one sleeper, and
+//             clears the flag only if that wake found nobody; a woken thread takes the lock with
+//             WAITERS set again (it cannot know whether others still sleep).
 // INVARIANT3: word & OWNER_DIED <=> the data the lock protects may be inconsistent; it is cleared only
 //             by mark_consistent() of the owner.
 //
@@ -133,7 +134,8 @@ struct ThreadState {
   std::uint32_t tid;     // 0 = not initialised in this thread yet
   RobustListHead* head;  // this thread's glibc robust list head (get_robust_list)
 };
-// initial-exec: one %fs-relative load on the fast path, no __tls_get_addr call.
+// initial-exec: one %fs-relative load on the fast path, no __tls_get_addr call. (If shmkit is ever
+// built as a shared library that programs dlopen(), this needs the static TLS surplus glibc keeps.)
 inline constinit thread_local ThreadState tls_thread_state __attribute__((tls_model("initial-exec"))) = {0, nullptr};
 
 // Fills tls_thread_state (gettid, get_robust_list, checks futex_offset); aborts with a message if
