@@ -5,6 +5,9 @@
 // once (pipelined: replies come back in order on one connection), and every wait bounded by
 // io_timeout so that a peer that dies or stalls mid-transfer is an error, never a hang.
 //
+// The constructor sets SO_RCVTIMEO and SO_SNDTIMEO on the socket to io_timeout (so even a
+// blocking socket never waits longer); the socket may be blocking or not.
+//
 // Read data is received straight into the caller's buffer (no intermediate copy); write data is
 // sent straight from it. The agent side splices (see agent.hpp), so a read costs one copy in
 // the kernel (socket -> caller memory) instead of two.
