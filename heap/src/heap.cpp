@@ -965,11 +965,26 @@ void Heap::Engine::reclaim_slot(CacheSlot* s) noexcept {
 }
 
 namespace {
+// True when [p, p+8) is mapped in this process: a thread can outlive the Segment its cache lives
+// in (closed without Heap::detach), and must not fault at exit. process_vm_readv on ourselves
+// returns -EFAULT instead of faulting.
+bool mapped(const void* p) noexcept {
+  std::uint64_t v = 0;
+  iovec local{&v, sizeof v};
+  iovec remote{const_cast<void*>(p), sizeof v};
+  return shmkit::sys::process_vm_readv(::getpid(), &local, 1, &remote, 1) == static_cast<ssize_t>(sizeof v);
+}
+
 ThreadReaper::~ThreadReaper() {
   std::uint64_t g = g_generation.load(std::memory_order_relaxed);
   std::lock_guard lk(g_registry_mutex);
   for (auto& e : t_cache) {
     if (e.ctl == nullptr || e.gen != g) continue;
+    // Only a slot that is still mapped and still ours (not a new segment at the same address).
+    if (!mapped(&e.slot->owner) || e.slot->owner.load(std::memory_order_acquire) != my_thread_packed()) {
+      e = TlsEntry{};
+      continue;
+    }
     for (auto& hp : g_heaps) {
       Heap* hh = hp.load(std::memory_order_acquire);
       if (hh != nullptr && hh->control() == e.ctl) {
@@ -997,7 +1012,14 @@ Heap& Heap::attach(Segment& seg) {
     std::lock_guard lk(g_registry_mutex);
     for (auto& hp : g_heaps) {
       Heap* hh = hp.load(std::memory_order_relaxed);
-      if (hh != nullptr && hh->base_ == seg.base()) return *hh;
+      if (hh == nullptr || hh->base_ != seg.base()) continue;
+      if (hh->seg_ == &seg) return *hh;
+      // A Heap of another Segment object at this address: that segment was closed (or moved)
+      // without Heap::detach. Forget it without touching its memory, and stale every thread's
+      // cache entry; the object is leaked on purpose (a thread may still hold a reference).
+      hp.store(nullptr, std::memory_order_release);
+      proc_states().erase(hh->ctl_);
+      g_generation.fetch_add(1, std::memory_order_relaxed);
     }
   }
   auto& root = seg.header().root(RootSlot::heap);

@@ -186,4 +186,30 @@ TEST(HeapModel, GrowthByAnotherProcessIsSeen) {
   Heap::detach(seg);
 }
 
+TEST(HeapModel, SegmentClosedWithoutDetachThenReopened) {
+  shmkit::testing::ShmNameGuard name(shmkit::testing::unique_name("reopen"));
+  std::uint64_t off = 0;
+  {
+    auto seg = Segment::create(name.name(), 4 << 20);
+    Heap& heap = Heap::attach(seg);
+    void* p = heap.allocate(100);
+    std::memset(p, 0x3c, 100);
+    off = seg.offset_of(p);
+    (void)heap.allocate(5000);
+    // closed here without Heap::detach
+  }
+  auto seg = Segment::open(name.name());
+  Heap& heap = Heap::attach(seg);
+  auto* p = static_cast<unsigned char*>(seg.pointer_at(off, 100));
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p[99], 0x3c);
+  EXPECT_EQ(heap.usable_size(p), 112u);
+  EXPECT_EQ(heap.deallocate(p), HeapStatus::ok);
+  void* q = heap.allocate(100);
+  EXPECT_NE(q, nullptr);
+  EXPECT_EQ(heap.deallocate(q), HeapStatus::ok);
+  EXPECT_TRUE(heap.verify().empty());
+  Heap::detach(seg);
+}
+
 }  // namespace
