@@ -247,9 +247,9 @@ void BM_raw_splice(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_socket)->Name("transport_read_1MiB/socket")->UseRealTime()->MinTime(0.5);
-BENCHMARK(BM_socket_copy)->Name("transport_read_1MiB/socket_copy")->UseRealTime()->MinTime(0.5);
-BENCHMARK(BM_vm)->Name("transport_read_1MiB/vm")->UseRealTime()->MinTime(0.5);
-BENCHMARK(BM_raw_socketpair)->Name("transport_read_1MiB/raw_socketpair")->UseRealTime()->MinTime(0.5);
-BENCHMARK(BM_raw_process_vm_readv)->Name("transport_read_1MiB/raw_process_vm_readv")->UseRealTime()->MinTime(0.5);
-BENCHMARK(BM_raw_splice)->Name("transport_read_1MiB/raw_splice")->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_socket)->Name("transport_read_1MiB/socket")->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_socket_copy)->Name("transport_read_1MiB/socket_copy")->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_vm)->Name("transport_read_1MiB/vm")->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_raw_socketpair)->Name("transport_read_1MiB/raw_socketpair")->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_raw_process_vm_readv)->Name("transport_read_1MiB/raw_process_vm_readv")->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_raw_splice)->Name("transport_read_1MiB/raw_splice")->UseRealTime()->MinTime(1.0);
