@@ -25,6 +25,7 @@ constexpr std::uint64_t kSendToken = 1;
 constexpr std::uint64_t kRecvToken = 2;
 constexpr std::size_t kMaxIov = 64;                    // frames per SENDMSG
 constexpr std::size_t kDirectMin = 64 * 1024;          // read payloads received in place
+constexpr std::size_t kSmallBite = 4096;               // staging receive while those are pending
 constexpr std::size_t kCompactBelow = 64 * 1024;       // staging room that triggers compaction
 constexpr std::size_t kMaxChunk = std::size_t{1} << 20;
 static_assert(kMaxIov * sizeof(iovec) + sizeof(msghdr) <= SpanArena::kMinClass);
@@ -422,7 +423,7 @@ void UringTransport::start_recv_locked(bool flush) noexcept {
     // While big reads into arena memory are in flight, take small bites: a reply's header then
     // arrives before most of its payload, which is received in place (see parse_locked). The
     // receive posted while idle is small too: the next requests may be such reads.
-    if (arena_chunks_ != 0 || live_chunks_ == 0) n = std::min(n, kDirectMin);
+    if (arena_chunks_ != 0 || live_chunks_ == 0) n = std::min(n, kSmallBite);
     // Wake once per many replies, not once per reply: every chunk in flight will certainly
     // send at least min_reply() bytes, so a MSG_WAITALL receive of that many (less what is
     // already here) never waits for bytes that are not coming, and a dying peer still ends it.

@@ -59,7 +59,8 @@ struct UringTransportOptions {
   bool own_fd = true;                          // close the socket in the destructor
   unsigned ring_entries = 64;
   std::size_t arena_bytes = std::size_t{32} << 20;
-  std::size_t chunk = std::size_t{256} << 10;  // bytes per wire request (<= 1 MiB)
+  std::size_t chunk = std::size_t{512} << 10;  // bytes per wire request (<= 1 MiB): a 1 MiB read
+                                               // is 2 requests in flight (measured best of 128 KiB..1 MiB)
   unsigned max_chunks = 4096;                  // wire requests in flight at once
   bool fixed_buffers = true;                   // register the arena with the ring
 };
