@@ -4,7 +4,9 @@
 // (kills >= 200) and exit 0; and whichever way the harness ends — normally, on SIGTERM in the
 // middle of the run, or SIGKILLed itself — no process it started outlives it (this test makes
 // itself a child subreaper, so any orphan would become its child and be found) and nothing of it
-// is left in /dev/shm.
+// is left in /dev/shm. And the checks can fail: each fault injected on purpose (a message lost, a
+// message delivered twice, a torn lock-protected update, a heap block changed behind the heap's
+// back) makes the run fail with the matching figure.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -171,5 +173,31 @@ TEST_F(TortureTest, KilledSupervisorTakesItsWorkersWithIt) {
   EXPECT_EQ(alive_orphans(100ms), 0) << "workers survived their supervisor's death";
   EXPECT_EQ(dev_shm_torture_entries(), shm_before);
 }
+
+// The checks can fail: each deliberate fault (--inject) makes the run fail with its figure.
+struct InjectCase {
+  const char* fault;
+  unsigned long long Figures::*figure;
+};
+class TortureInjectTest : public TortureTest, public ::testing::WithParamInterface<InjectCase> {};
+
+TEST_P(TortureInjectTest, InjectedFaultIsCaught) {
+  const InjectCase c = GetParam();
+  auto r = shmkit::testing::run_command(
+      {harness_path(), "--duration", "2", "--min-kills", "10", "--max-seconds", "20", "--inject", c.fault}, 35s);
+  const std::string line = last_line(r.out);
+  Figures f{};
+  ASSERT_TRUE(parse_last(line, f)) << "last line: " << line << "\nstderr:\n" << r.err;
+  EXPECT_GT(f.*c.figure, 0u) << c.fault << ": " << line << "\n" << r.err;
+  EXPECT_EQ(r.exit_code, 1) << line;
+  EXPECT_EQ(alive_orphans(500ms), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, TortureInjectTest,
+                         ::testing::Values(InjectCase{"lose", &Figures::lost},
+                                           InjectCase{"duplicate", &Figures::duplicated},
+                                           InjectCase{"tear", &Figures::corrupted},
+                                           InjectCase{"scribble", &Figures::corrupted}),
+                         [](const auto& p) { return std::string(p.param.fault); });
 
 }  // namespace
