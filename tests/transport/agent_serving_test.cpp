@@ -1,7 +1,8 @@
 // Tests the ways an Agent is driven and managed: by the caller's own loop (serve_once, run until
 // the last client leaves) in a forked process, several clients served at once from several
 // threads of another process, windows exported and unexported while clients are connected (an
-// unexported window is refused at once), and re-exporting a grown segment.
+// unexported window is refused at once), re-exporting a grown segment, and tiny socket buffers on
+// both ends (every send and receive partial, splices returning EAGAIN) still moving every byte.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
@@ -113,6 +114,30 @@ TEST(AgentServing, UnexportedWindowIsRefusedAtOnceAndGrownSegmentIsReExported) {
   }
   agent.stop();
   (void)sys::close(sv[0]);
+}
+
+TEST(AgentServing, TinySocketBuffersMakeEveryTransferPartialAndNothingIsLost) {
+  for (bool zero_copy : {true, false}) {
+    SCOPED_TRACE(zero_copy ? "splice" : "copy");
+    testing::AgentConfig cfg;
+    cfg.zero_copy = zero_copy;
+    cfg.socket_buffer = 4096;  // the kernel's minimum is about this: many short sends
+    testing::AgentProcess agent(/*exec=*/true, cfg);
+    int fd = agent.connect();
+    ASSERT_EQ(sys::setsockopt_int(fd, SOL_SOCKET, SO_SNDBUF, 4096), 0);
+    ASSERT_EQ(sys::setsockopt_int(fd, SOL_SOCKET, SO_RCVBUF, 4096), 0);
+    SocketTransport t(fd);
+    const std::uint64_t base = t.windows()[0].address;
+    std::vector<std::uint8_t> buf((5 << 20) + 3);
+    ASSERT_EQ(t.read(base + 1, buf.data(), buf.size()), 0);
+    for (std::size_t i = 0; i < buf.size(); ++i) ASSERT_EQ(buf[i], testing::pattern(0, 1 + i)) << i;
+    for (std::size_t i = 0; i < buf.size(); ++i) buf[i] = static_cast<std::uint8_t>(i * 7);
+    ASSERT_EQ(t.write(base + 4099, buf.data(), buf.size()), 0);
+    std::vector<std::uint8_t> back(buf.size());
+    ASSERT_EQ(t.read(base + 4099, back.data(), back.size()), 0);
+    EXPECT_TRUE(back == buf);
+    EXPECT_EQ(agent.finish(), 0);
+  }
 }
 
 }  // namespace

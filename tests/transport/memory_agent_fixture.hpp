@@ -57,10 +57,11 @@ struct AgentConfig {
   // segment | memfd | secret (memfd_secret: cannot splice) | append (memfd, served via an O_APPEND fd)
   std::string backing = "segment";
   int io_timeout_ms = 5000;
+  int socket_buffer = 4 << 20;  // AgentOptions::socket_buffer (small: forces partial transfers)
 
   std::string encode() const {
     return std::string(zero_copy ? "1" : "0") + "," + (dumpable ? "1" : "0") + "," + backing + "," +
-           std::to_string(io_timeout_ms);
+           std::to_string(io_timeout_ms) + "," + std::to_string(socket_buffer);
   }
   static AgentConfig decode(const std::string& s) {
     AgentConfig c;
@@ -71,11 +72,12 @@ struct AgentConfig {
         parts.push_back(s.substr(start, i - start));
         start = i + 1;
       }
-    if (parts.size() != 4) throw std::runtime_error("bad agent config " + s);
+    if (parts.size() != 5) throw std::runtime_error("bad agent config " + s);
     c.zero_copy = parts[0] == "1";
     c.dumpable = parts[1] == "1";
     c.backing = parts[2];
     c.io_timeout_ms = std::stoi(parts[3]);
+    c.socket_buffer = std::stoi(parts[4]);
     return c;
   }
 };
@@ -118,6 +120,7 @@ inline int run_test_agent(int control_fd, const AgentConfig& cfg) {
   AgentOptions opts;
   opts.zero_copy = cfg.zero_copy;
   opts.io_timeout = std::chrono::milliseconds(cfg.io_timeout_ms);
+  opts.socket_buffer = cfg.socket_buffer;
   Agent agent(opts);
   agent.export_window({rw, kRwSize, true, serve_fd, file_offset});
   agent.export_window({ro, kRoSize, false, -1, 0});
