@@ -95,6 +95,7 @@ void kill_owner_with_waiter(int depth) {
   Child waiter = start_waiter<L>(*a, 0);
   wait_for_sleeper(l);
   ASSERT_EQ(a->result[0].load(), -1) << "the waiter must still be blocked";
+  const std::int64_t kill_ns = mono_ns();
   owner.kill(SIGKILL);
   ASSERT_EQ(owner.wait(std::chrono::seconds(5)), -SIGKILL);
   const std::int64_t death_ns = mono_ns();
@@ -102,8 +103,12 @@ void kill_owner_with_waiter(int depth) {
   EXPECT_EQ(a->result[0].load(), static_cast<int>(LockResult::owner_died));
   const std::int64_t delay = a->acquired_ns[0].load() - death_ns;
   EXPECT_LT(delay, kPromptNs) << "waiter acquired " << delay / 1000 << " us after the owner was reaped";
-  std::printf("blocked waiter acquired %lld us after the killed owner was reaped (negative: before)\n",
-              static_cast<long long>(delay / 1000));
+  const std::int64_t since_kill = a->acquired_ns[0].load() - kill_ns;
+  EXPECT_GT(since_kill, 0);
+  EXPECT_LT(since_kill, kPromptNs) << "waiter acquired " << since_kill / 1000 << " us after kill()";
+  std::printf("blocked waiter acquired %lld us after kill(SIGKILL), %lld us after the owner was "
+              "reaped (negative: before waitpid returned)\n",
+              static_cast<long long>(since_kill / 1000), static_cast<long long>(delay / 1000));
   if constexpr (std::is_same_v<L, RLock>) {
     EXPECT_EQ(a->depth_after.load(), 1u);
   }
