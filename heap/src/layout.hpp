@@ -20,7 +20,12 @@
 //             bin is set iff its list is non-empty.
 // INVARIANT5  every chunk in state cached is on exactly one list: a central class list or a
 //             cache bin, of the class whose chunk size equals its size — or it is the one
-//             `pending` chunk of a cache whose owner is between two stores.
+//             `pending` chunk of a cache whose owner is between two stores. A central list is a
+//             stack of batches: the first chunk of each batch holds (length << 44 | next batch)
+//             at +24, and the lengths sum to the list's count.
+// INVARIANT7  a word with state free and size 0 (a tombstone) is never a chunk header: it marks
+//             where a freed chunk began before it was merged, so a second free is still a double
+//             free.
 // INVARIANT6  an undo log's entries [0, count) hold the old values of words written since the
 //             operation began; count == 0 outside an operation (after commit).
 #pragma once

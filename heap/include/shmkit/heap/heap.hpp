@@ -9,11 +9,17 @@
 //    by the chunk's holder); user memory is 16-aligned; any alignment up to the page size.
 //  * Small chunks (<= 1040 bytes, 64 classes of 16 bytes) go through a per-thread cache kept IN THE
 //    SEGMENT and owned by (tid, start time): no lock and no atomic read-modify-write on the hot
-//    path. A cache refills from / spills to a per-class central list (one lock per class), which
-//    is filled from the arena.
-//  * Large chunks come from the arena: size-binned free lists, boundary tags, immediate coalescing,
-//    one lock. When the arena is full the heap grows the segment (try_grow) up to its capacity, and
-//    only then reports out-of-memory.
+//    path. A cache refills from / spills to a per-class central list (one lock per class; a stack
+//    of batches, so a refill or a spill is O(1) under the lock), which is filled from the arena
+//    a little at a time. Before the arena would extend into untouched memory, central lists are
+//    given back to it (scavenged, coalescing) until the request fits.
+//  * Large chunks come from the arena: size-binned free lists (exact below 4 KiB, 8 per power of
+//    two above, best fit within a bin), boundary tags, immediate coalescing, one lock. When the
+//    arena is full the heap grows the segment (try_grow) up to its capacity, and only then reports
+//    out-of-memory (after reclaim_dead()).
+//  * Lock order: named-object directory -> class locks (ascending) -> arena -> segment admin lock.
+//    A class lock's repairer repairs the arena first (a scavenge writes central lists in an arena
+//    transaction while holding both).
 //  * Crash recovery: every change made under a heap lock first records the old value of each word
 //    it writes in an undo log beside that lock; a process that acquires the lock and learns that
 //    its owner died rolls the log back (and replays an interrupted free). A cache of a dead thread
@@ -22,8 +28,19 @@
 //  * Owned allocations (opt-in, allocate_owned): freed by reclaim_dead() once their process died.
 //
 // Lifetime: Heap::attach(seg) returns this process's Heap for the mapping (creating the heap in
-// the segment on first use). The Segment must stay open and must not be moved while attached;
-// Heap::detach(seg) (or process exit) gives this process's caches back.
+// the segment on first use). The Heap uses the Segment object to grow it: call attach(seg) again
+// after moving the Segment object. Heap::detach(seg) before closing the segment gives this
+// process's caches back (a thread's cache also goes back when the thread exits, and a dead
+// process's caches are reclaimed by reclaim_dead(), which every process runs when it needs a
+// cache slot or memory). A segment closed without detach is recognised by the next attach.
+//
+// Usage (the README's):
+//   auto seg = shmkit::Segment::open_or_create("/orders", 256 << 20);
+//   shmkit::Heap& heap = shmkit::Heap::attach(seg);
+//   using OrderMap = std::map<int, Order, std::less<>, shmkit::Allocator<std::pair<const int, Order>>>;
+//   auto* orders = heap.find_or_construct<OrderMap>("orders", shmkit::Allocator<std::pair<const int, Order>>(heap));
+//   auto* lock = heap.find_or_construct<shmkit::Lock>("orders.lock");
+//   { std::lock_guard g(*lock); (*orders)[42] = Order{...}; }
 #pragma once
 
 #include <cstddef>
