@@ -68,9 +68,12 @@ bool reap_ok(pid_t pid, bool run_ok = true) {
   return sys::waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
-// The same bytes of ring as the other variants: 1024 records of 16 + 64 bytes.
+// The same capacity as the other variants: 1024 messages (records of 16 + 64 bytes, each
+// starting on a cache line).
 void bm_shmkit_queue(benchmark::State& state) {
-  const std::size_t bytes = tr::Queue::required_bytes(kSlots * (tr::Queue::kRecordHeader + kMsg));
+  constexpr std::size_t kRecord = (tr::Queue::kRecordHeader + kMsg + tr::Queue::kRecordAlign - 1) /
+                                  tr::Queue::kRecordAlign * tr::Queue::kRecordAlign;
+  const std::size_t bytes = tr::Queue::required_bytes(kSlots * kRecord);
   SharedMap mem(bytes);
   if (mem.get() == nullptr) return state.SkipWithError("mmap failed");
   tr::Queue q = tr::Queue::create(mem.get(), bytes, kMsg);

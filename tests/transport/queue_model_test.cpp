@@ -64,7 +64,7 @@ TEST(QueueModel, RandomSizesMatchTheModel) {
       } else {
         ASSERT_EQ(r.status, QueueStatus::would_block);
         // Full only if the message plus a possible pad really does not fit.
-        std::uint64_t rec = Queue::kRecordHeader + ((len + 15) & ~15u);
+        std::uint64_t rec = (Queue::kRecordHeader + len + Queue::kRecordAlign - 1) & ~(Queue::kRecordAlign - 1);
         ASSERT_GT(q.bytes_used() + 2 * rec, 8192u) << "refused although the message and any pad fit";
         ++full;
       }

@@ -257,6 +257,7 @@ std::uint64_t ChannelServer::serve(const std::atomic<bool>& stop, sys::Deadline 
       sys::FutexResult fr =
           sys::futex_wait(c.doorbell, bell, std::min(deadline, now + std::chrono::milliseconds(100)));
       if (fr == sys::FutexResult::timed_out && on_client_gone_) reap_dead_clients();
+      if (any_request()) spin_.learn_slow_wait(sys::Clock::now() - now);
     }
     // relaxed: only an optimisation hint for clients (a stale 1 costs them one futex wake).
     c.server_sleeping.store(0, std::memory_order_relaxed);
@@ -323,6 +324,7 @@ ChannelStatus ChannelClient::exchange(sys::Deadline deadline) noexcept {
   // when client and server run on different cores (channel_spin.hpp).
   if (spin_.spin([&] { return w.turn.load(std::memory_order_acquire) == ChannelWindow::kClientTurn; }))
     return ChannelStatus::ok;
+  const auto slept_from = sys::Clock::now();
   for (;;) {
     w.client_sleeping.store(1, std::memory_order_seq_cst);
     if (w.turn.load(std::memory_order_seq_cst) == ChannelWindow::kClientTurn) break;
@@ -345,6 +347,7 @@ ChannelStatus ChannelClient::exchange(sys::Deadline deadline) noexcept {
   }
   // relaxed: a stale 1 only costs the server one futex wake.
   w.client_sleeping.store(0, std::memory_order_relaxed);
+  spin_.learn_slow_wait(sys::Clock::now() - slept_from);
   return ChannelStatus::ok;
 }
 
