@@ -267,7 +267,8 @@ QueueResult Queue::push(std::span<const std::byte> msg, sys::Deadline deadline) 
       return r;
     }
     if (r.status != QueueStatus::would_block) return r;
-    if (sys::Clock::now() >= deadline) return {QueueStatus::timed_out, 0, 0};
+    if (deadline != sys::kNoDeadline && sys::Clock::now() >= deadline)
+      return {QueueStatus::timed_out, 0, 0};
     // Full: wait until wake_threshold_ bytes are free (or the queue closes). That is at least
     // room for the message and any pad (2 * max record <= threshold), and waiting for more than
     // "it fits" turns a full queue from a per-message ping-pong of the head line between the two
@@ -381,7 +382,8 @@ QueueResult Queue::pop(std::span<std::byte> out, sys::Deadline deadline, PopRece
       return r;
     }
     if (r.status != QueueStatus::would_block) return r;
-    if (sys::Clock::now() >= deadline) return {QueueStatus::timed_out, 0, 0};
+    if (deadline != sys::kNoDeadline && sys::Clock::now() >= deadline)
+      return {QueueStatus::timed_out, 0, 0};
     auto ready = [&] {
       return ctl_->tail.load(std::memory_order_seq_cst) != ctl_->head.load(std::memory_order_seq_cst) ||
              ctl_->closed.load(std::memory_order_seq_cst) != 0;
