@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <dirent.h>
 #include <fstream>
+#include <ostream>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -179,6 +180,7 @@ struct InjectCase {
   const char* fault;
   unsigned long long Figures::*figure;
 };
+void PrintTo(const InjectCase& c, std::ostream* os) { *os << c.fault; }
 class TortureInjectTest : public TortureTest, public ::testing::WithParamInterface<InjectCase> {};
 
 TEST_P(TortureInjectTest, InjectedFaultIsCaught) {

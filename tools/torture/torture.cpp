@@ -29,6 +29,19 @@
 // own kills (agents killed by transport workers are counted in kills=, not here) reached
 // --min-kills. The lines before it break the figures down.
 //
+// Usage: shmkit_torture [--duration SECONDS|Nm|Nh] [--workers N] [--min-kills N] [--seed N]
+//                       [--kill-interval-ms MS] [--max-seconds S] [--no-kills] [--inject FAULT]
+//   --duration     run at least this long (default 10 s), then stop once --min-kills is reached
+//   --max-seconds  hard bound on the kill phase (default duration * 4 + 60)
+//   --workers      processes besides the supervisor (default 13: one RPC server, the rest
+//                  cycling lock, heap, producer, consumer, rpc_client, transport)
+//   --kill-interval-ms  mean pause between the supervisor's kills (default 25)
+//   --no-kills     the same load without kills (scripts/soak.sh uses it)
+//   --inject       lose | duplicate | tear | scribble: a deliberate fault that must be caught
+// The tables (producer incarnations, consumer slots) are sized from --duration (about 1 KiB of
+// the state segment per producer incarnation); a worker that finds them full idles and is counted
+// in "exhausted" on the detail line.
+//
 // Clean-up: both segments are anonymous (memfd), inherited by the workers as descriptors, so
 // nothing is left in /dev/shm whatever happens; every worker has PR_SET_PDEATHSIG = SIGKILL (and
 // so does every agent child), and the supervisor kills and reaps every worker on every exit path.
@@ -940,7 +953,13 @@ bool parse(int argc, char** argv, Options& o) {
       continue;
     }
     char* end = nullptr;
-    const double d = std::strtod(val, &end);
+    double d = std::strtod(val, &end);
+    if (a == "--duration" && end != val && (*end == 'm' || *end == 'h') && end[1] == '\0') {
+      d *= *end == 'm' ? 60 : 3600;  // "--duration 30m", "--duration 2h"
+      ++end;
+    } else if (a == "--duration" && *end == 's' && end[1] == '\0') {
+      ++end;
+    }
     if (end == val || *end != '\0' || d < 0) return false;
     if (a == "--duration") o.duration = d;
     else if (a == "--workers") o.workers = static_cast<u32>(d);
@@ -958,7 +977,7 @@ int supervisor_main(int argc, char** argv) {
   o.seed = static_cast<u64>(std::chrono::steady_clock::now().time_since_epoch().count());
   if (!parse(argc, argv, o)) {
     std::fprintf(stderr,
-                 "usage: shmkit_torture [--duration SECONDS] [--workers N (2..%u)] [--min-kills N] [--seed N]\n"
+                 "usage: shmkit_torture [--duration SECONDS (or 30m, 2h)] [--workers N (2..%u)] [--min-kills N] [--seed N]\n"
                  "                      [--kill-interval-ms MS] [--max-seconds S] [--no-kills]\n"
                  "                      [--inject lose|duplicate|tear|scribble]\n",
                  kMaxWorkers);
