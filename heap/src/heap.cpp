@@ -779,8 +779,11 @@ struct Heap::Engine {
     u64 top = c.top.load(std::memory_order_acquire);
     // Above top only a tombstone can be found (a freed chunk that was merged into the space above
     // top); below the segment size the word can be read.
-    u64 limit = std::min<u64>(seg_size(), c.high_water.load(std::memory_order_relaxed));
-    if (b < base + c.arena_begin + kHeaderSize || b >= base + std::max(top, limit)) return HeapStatus::foreign_pointer;
+    if (b < base + c.arena_begin + kHeaderSize) return HeapStatus::foreign_pointer;
+    if (b >= base + top) [[unlikely]] {
+      u64 limit = std::min<u64>(seg_size(), c.high_water.load(std::memory_order_relaxed));
+      if (b >= base + limit) return HeapStatus::foreign_pointer;
+    }
     ch = static_cast<u64>(b - base) - kHeaderSize;
     if (ch % 16 != 0) return HeapStatus::foreign_pointer;
     w = word(ch).load(std::memory_order_acquire);
