@@ -20,10 +20,12 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -100,16 +102,19 @@ struct Partner {
     (void)sys::close(sv[1]);
     sock = sv[0];
   }
-  ~Partner() {
+  ~Partner() { finish(); }
+  // Closes our end (the partner then exits) and reaps the partner; SIGKILL after 2 s.
+  void finish() {
     if (sock >= 0) (void)sys::close(sock);
+    sock = -1;
     if (pid > 0) {
       int st = 0;
-      // The partner exits when it sees our end close; bounded by a kill if it does not.
       for (int i = 0; i < 2000 && ::waitpid(pid, &st, WNOHANG) == 0; ++i) ::usleep(1000);
       if (::waitpid(pid, &st, WNOHANG) == 0) {
         ::kill(pid, SIGKILL);
         ::waitpid(pid, &st, 0);
       }
+      pid = -1;
     }
   }
   int release_sock() {
@@ -119,8 +124,21 @@ struct Partner {
   }
 };
 
-void report(benchmark::State& state) {
+// CPU time of this process and of reaped children, in microseconds.
+double cpu_us(int who) {
+  rusage ru{};
+  ::getrusage(who, &ru);
+  auto us = [](const timeval& t) { return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_usec); };
+  return us(ru.ru_utime) + us(ru.ru_stime);
+}
+
+// Bytes/s, plus counter cpu_us_per_op: CPU time of BOTH processes (reader and partner) per 1 MiB
+// read, a figure that, unlike real time, does not depend on how loaded the machine is. Call with
+// the partner already reaped; `self0`/`child0` are cpu_us() taken before the timed loop.
+void report(benchmark::State& state, double self0, double child0) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(kSize));
+  const double used = (cpu_us(RUSAGE_SELF) - self0) + (cpu_us(RUSAGE_CHILDREN) - child0);
+  state.counters["cpu_us_per_op"] = used / static_cast<double>(std::max<benchmark::IterationCount>(1, state.iterations()));
 }
 
 void agent_variant(benchmark::State& state, bool zero_copy, TransportChoice choice) {
@@ -143,12 +161,15 @@ void agent_variant(benchmark::State& state, bool zero_copy, TransportChoice choi
   std::vector<std::uint8_t> buf(kSize);
   if (c.transport->read(remote, buf.data(), kSize) != 0 || !check_pattern(buf))
     return state.SkipWithError("first read failed or returned wrong bytes");
+  const double self0 = cpu_us(RUSAGE_SELF), child0 = cpu_us(RUSAGE_CHILDREN);
   for (auto _ : state) {
     if (c.transport->read(remote, buf.data(), kSize) != 0) return state.SkipWithError("read failed");
     benchmark::DoNotOptimize(buf.data());
   }
-  report(state);
   state.SetLabel(c.reason);
+  c.transport.reset();  // closes the socket: the partner's agent sees its last client go
+  partner.finish();
+  report(state, self0, child0);
 }
 
 void BM_socket(benchmark::State& state) { agent_variant(state, true, TransportChoice::socket_only); }
@@ -176,11 +197,13 @@ void BM_raw_socketpair(benchmark::State& state) {
     return sys::recv(partner.sock, buf.data(), kSize, MSG_WAITALL) == static_cast<ssize_t>(kSize);
   };
   if (!one() || !check_pattern(buf)) return state.SkipWithError("first read failed");
+  const double self0 = cpu_us(RUSAGE_SELF), child0 = cpu_us(RUSAGE_CHILDREN);
   for (auto _ : state) {
     if (!one()) return state.SkipWithError("read failed");
     benchmark::DoNotOptimize(buf.data());
   }
-  report(state);
+  partner.finish();
+  report(state, self0, child0);
 }
 
 void BM_raw_process_vm_readv(benchmark::State& state) {
@@ -202,12 +225,14 @@ void BM_raw_process_vm_readv(benchmark::State& state) {
   if (sys::process_vm_readv(partner.pid, &local, 1, &remote, 1) != static_cast<ssize_t>(kSize) ||
       !check_pattern(buf))
     return state.SkipWithError("process_vm_readv failed");
+  const double self0 = cpu_us(RUSAGE_SELF), child0 = cpu_us(RUSAGE_CHILDREN);
   for (auto _ : state) {
     if (sys::process_vm_readv(partner.pid, &local, 1, &remote, 1) != static_cast<ssize_t>(kSize))
       return state.SkipWithError("process_vm_readv failed");
     benchmark::DoNotOptimize(buf.data());
   }
-  report(state);
+  partner.finish();
+  report(state, self0, child0);
 }
 
 void BM_raw_splice(benchmark::State& state) {
@@ -238,11 +263,13 @@ void BM_raw_splice(benchmark::State& state) {
     return sys::recv(partner.sock, buf.data(), kSize, MSG_WAITALL) == static_cast<ssize_t>(kSize);
   };
   if (!one() || !check_pattern(buf)) return state.SkipWithError("first read failed");
+  const double self0 = cpu_us(RUSAGE_SELF), child0 = cpu_us(RUSAGE_CHILDREN);
   for (auto _ : state) {
     if (!one()) return state.SkipWithError("read failed");
     benchmark::DoNotOptimize(buf.data());
   }
-  report(state);
+  partner.finish();
+  report(state, self0, child0);
 }
 
 }  // namespace
