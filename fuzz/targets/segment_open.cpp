@@ -13,6 +13,9 @@
 // The template is a real segment with a heap, live/free/cached blocks and named objects, made
 // once per process.
 //
+// SHMKIT_FUZZ_NO_HEAP=1 stops after the segment checks (open, header, attach table): a way to
+// keep fuzzing header validation while a heap crash the fuzzer found is still open.
+//
 // Lock words: the harness clears every lock it will take (the segment's admin lock and the
 // heap's arena, class and directory locks) before using the segment. A lock word naming a live
 // thread legitimately blocks every acquirer (no lock can tell a forged owner from a slow one), so
@@ -25,6 +28,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -146,6 +150,11 @@ inline int segment_open_one(const std::uint8_t* data, std::size_t n) {
     (void)seg.at_home();
     (void)seg.attached();
     clear_heap_locks(seg);
+    static const bool no_heap = [] {
+      const char* v = std::getenv("SHMKIT_FUZZ_NO_HEAP");
+      return v != nullptr && v[0] == '1';
+    }();
+    if (no_heap) return 0;
     try {
       Heap& heap = Heap::attach(seg);
       clear_heap_locks(seg);  // attach may have created the heap: harmless

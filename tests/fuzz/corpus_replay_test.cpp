@@ -3,10 +3,16 @@
 // (fuzz/targets/*.cpp), built here with GCC and the normal warnings, so the ordinary suite keeps
 // covering them without clang. Each file runs in a forked child: a crash, an abort (a fuzz
 // property) or a hang fails the test and names the file.
+//
+// Crash inputs whose bug is still open (in a module this suite does not own) are listed in
+// kOpenBugs; they fail the test until fixed, and SHMKIT_SKIP_KNOWN_BUGS=1 skips them meanwhile.
+// A crash input patches the template segment by offset, so it reproduces its bug only for the heap
+// layout it was found with; tests/hostile/heap_damage_test.cpp names the same damage by field.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -43,12 +49,30 @@ std::vector<std::uint8_t> read_bytes(const fs::path& p) {
 
 using Entry = int (*)(const std::uint8_t*, std::size_t);
 
+const char* const kOpenBugs[] = {
+    "crash_verify_dir_table_wild_segv",          // heap: dir_table offset not checked
+    "crash_verify_dir_table_past_size_sigbus",   // heap: dir_table + capacity not checked vs size
+    "crash_allocate_top_misaligned",             // heap: attach does not check top % 16
+    "crash_allocate_cache_list_head_wild_segv",  // heap: cache/central list heads not checked
+    "seed_heap_dir_table_wild",                  // heap: dir_table offset not checked
+    "seed_heap_dir_capacity_huge",               // heap: dir_capacity not checked vs size (SIGBUS)
+};
+
+bool skipped(const fs::path& f) {
+  const char* v = std::getenv("SHMKIT_SKIP_KNOWN_BUGS");
+  if (v == nullptr || std::string(v) != "1") return false;
+  for (const char* b : kOpenBugs)
+    if (f.filename() == b) return true;
+  return false;
+}
+
 // Runs entry on every corpus file of target in its own child; returns the failures.
 std::vector<std::string> replay(const std::string& target, Entry entry, std::size_t& count) {
   std::vector<std::string> failures;
   auto files = corpus_files(target);
   count = files.size();
   for (const auto& f : files) {
+    if (skipped(f)) continue;
     std::vector<std::uint8_t> bytes = read_bytes(f);
     Child c([&] {
       entry(bytes.data(), bytes.size());
