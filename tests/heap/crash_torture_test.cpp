@@ -3,7 +3,8 @@
 // supervisor SIGKILLs a random worker at a random moment and starts a new one. After every kill
 // the supervisor pauses the survivors between operations, calls reclaim_dead(), and checks that
 // verify() finds nothing and that every surviving worker's blocks still hold their checksums and
-// do not overlap (no block handed out twice). At the end every worker frees everything: the heap
+// do not overlap (no block handed out twice). Workers also run reclaim_dead() now and then, so
+// kills land inside a reclaim too. At the end every worker frees everything: the heap
 // must hold no owned block and at most one leaked shared block per kill (a kill between the
 // allocation returning and the worker recording it, or between recording `freeing` and the free);
 // the dead worker's other shared blocks are checked and freed by the supervisor. Prints kills, repairs, findings, corrupted.
@@ -106,6 +107,9 @@ int worker(Segment& seg, Shared* sh, int id, std::uint64_t seed) {
     }
     if (sh->stop.load(std::memory_order_acquire)) break;
     t.ops.fetch_add(1, std::memory_order_relaxed);
+    // Now and then a worker reclaims dead workers' caches and owned blocks itself, so that kills
+    // also land inside a reclaim.
+    if (rng() % 2048 == 0) (void)heap.reclaim_dead();
     std::uint32_t n = t.count.load(std::memory_order_relaxed);
     bool alloc = n == 0 || (n < kMaxRecords && rng() % 2 == 0);
     if (alloc) {
