@@ -203,6 +203,6 @@ void BM_1MiB_uring(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_qd32_uring)->Name("transport_read_64B_qd32/uring")->UseRealTime()->MinTime(0.5);
-BENCHMARK(BM_qd32_socket_sync)->Name("transport_read_64B_qd32/socket_sync")->UseRealTime()->MinTime(0.5);
-BENCHMARK(BM_1MiB_uring)->Name("transport_read_1MiB/uring")->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_qd32_uring)->Name("transport_read_64B_qd32/uring")->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_qd32_socket_sync)->Name("transport_read_64B_qd32/socket_sync")->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_1MiB_uring)->Name("transport_read_1MiB/uring")->UseRealTime()->MinTime(1.0);

@@ -409,6 +409,10 @@ void UringTransport::start_recv_locked(bool flush) noexcept {
     const Chunk& c = chunks_[direct_chunk_];
     p = c.dst + direct_done_;
     n = static_cast<std::size_t>(c.len - direct_done_);
+    // First READ_FIXED (registered memory, no page pinning per operation); when that came back
+    // short the peer is sending slower than we read (a loaded machine), so wait for the whole
+    // rest in one MSG_WAITALL receive instead of waking for every piece.
+    waitall = direct_done_ > direct_first_;
   } else {
     if (rbeg_ == rend_) {
       rbeg_ = rend_ = 0;
@@ -533,6 +537,7 @@ void UringTransport::parse_locked() noexcept {
       rbeg_ = rend_ = 0;
       direct_chunk_ = idx;
       direct_done_ = have;
+      direct_first_ = have;
       return;
     }
     need_ = h.length;

@@ -210,6 +210,7 @@ class UringTransport final : public MemoryTransport {
   // Direct receive of a big read reply's payload into its arena destination.
   std::uint32_t direct_chunk_ = UINT32_MAX;
   std::uint64_t direct_done_ = 0;
+  std::uint64_t direct_first_ = 0;   // direct_done_ when the direct receive began
   std::size_t need_ = 0;             // length of a reply frame only partly in staging_
   std::byte* recv_target_ = nullptr; // where the in-flight receive writes, and how much
   std::size_t recv_len_ = 0;
