@@ -161,8 +161,8 @@ LockResult RobustCore::acquire_slow(ThreadState& ts, sys::Deadline deadline, boo
     waiters_if_slept = kWaiters;
     if (sys::futex_wait(word, w, deadline) == sys::FutexResult::timed_out) {
       w = word.load(std::memory_order_relaxed);
-      if ((w & kTidMask) != 0 || w == kNotRecoverable) return done(LockResult::timed_out);
-      continue;  // freed just as the deadline passed: take it rather than report a timeout
+      if ((w & kTidMask) != 0 && w != kNotRecoverable) return done(LockResult::timed_out);
+      continue;  // freed (or made unrecoverable) just as the deadline passed: report that instead
     }
     w = word.load(std::memory_order_relaxed);
   }
