@@ -126,7 +126,7 @@ pid_t start_harness(const std::vector<std::string>& args) {
 TEST_F(TortureTest, TwoHundredKillsLoseDuplicateAndCorruptNothing) {
   const int shm_before = dev_shm_torture_entries();
   auto r = shmkit::testing::run_command(
-      {harness_path(), "--duration", "8", "--min-kills", "200", "--max-seconds", "38", "--workers", "13"}, 45s);
+      {harness_path(), "--duration", "8", "--min-kills", "200", "--max-seconds", "30", "--workers", "13"}, 45s);
   const std::string line = last_line(r.out);
   std::printf("%s\n", line.c_str());
   Figures f{};
