@@ -44,9 +44,10 @@ struct ExportedWindow {
 struct AgentOptions {
   std::uint32_t max_message = wire::kDefaultMaxMessage;
   bool zero_copy = true;                      // splice from/to window fds
-  // The splice pipe. A quarter of a MiB lets the first bytes of a large reply reach the socket
-  // (and the client start copying) while the rest is still being spliced in.
-  std::size_t pipe_capacity = std::size_t{256} << 10;
+  // The splice pipe. 1 MiB (the default pipe-max-size) moves a 1 MiB reply in one fill and one
+  // or two drains; measured on transport_read_1MiB, 256 KiB costs ~5% more CPU per MiB (four
+  // rounds of syscalls) and 4 MiB ~20% more.
+  std::size_t pipe_capacity = std::size_t{1} << 20;
   std::chrono::milliseconds io_timeout{5000};  // bound on any wait inside one request
   int socket_buffer = 4 << 20;                // SO_SNDBUF/SO_RCVBUF for client sockets; 0: default
 };
