@@ -1374,7 +1374,7 @@ struct Walk {
 }  // namespace
 
 // Takes every class lock and the arena lock (in the lock order), walks everything, releases.
-static void walk_heap(Heap& heap, Heap::Engine& e, std::vector<VerifyFinding>* findings, HeapStats* st) {
+static void walk_heap(Heap& heap, Heap::Engine& e, std::vector<VerifyFinding>* findings, HeapStats* st, bool live) {
   HeapControl& c = *heap.control();
   Walk wk{findings};
   int locked_classes = 0;
@@ -1519,9 +1519,26 @@ static void walk_heap(Heap& heap, Heap::Engine& e, std::vector<VerifyFinding>* f
       wk.add(0, what + ": count " + std::to_string(cc.count.load(std::memory_order_relaxed)) + " but " +
                     std::to_string(total) + " chunks");
   }
+  // live: caches of other live threads change under our feet (they need no lock); follow their
+  // lists quietly and do not count chunks that may be in flight as lost.
+  bool live_foreign = false;
+  const u64 me = my_thread_packed();
+  auto quiet_walk = [&](u64 n) {
+    for (u64 steps = 0; n != 0 && steps < cached_chunks.size(); ++steps) {
+      if (!cached_chunks.count(n) || !seen.insert(n).second) break;
+      n = e.next(n).load(std::memory_order_relaxed);
+    }
+  };
   for (int i = 0; i < kCacheSlots; ++i) {
     const auto& slot = c.caches[i];
-    if (slot.owner.load(std::memory_order_acquire) == 0) {
+    const u64 owner = slot.owner.load(std::memory_order_acquire);
+    if (live && owner != 0 && owner != me && packed_alive(owner)) {
+      live_foreign = true;
+      s.caches_in_use++;
+      for (int k = 0; k < kClasses; ++k) quiet_walk(slot.bins[k].head.load(std::memory_order_acquire));
+      continue;
+    }
+    if (owner == 0) {
       for (int k = 0; k < kClasses; ++k)
         if (slot.bins[k].head.load(std::memory_order_relaxed) != 0)
           wk.add(0, "free cache slot " + std::to_string(i) + " still holds chunks");
@@ -1534,7 +1551,7 @@ static void walk_heap(Heap& heap, Heap::Engine& e, std::vector<VerifyFinding>* f
                 slot.bins[k].count.load(std::memory_order_relaxed), slot.pending.load(std::memory_order_relaxed) == 0);
   }
   for (auto& [off, sz] : cached_chunks)
-    if (!seen.count(off) && !pendings.count(off))
+    if (!live_foreign && !seen.count(off) && !pendings.count(off))
       wk.add(off, "cached chunk of " + std::to_string(sz) + " bytes is on no list (lost)");
 
   if (arena_ok) Heap::Engine::unlock(c.arena_lock);
@@ -1549,10 +1566,10 @@ static void walk_heap(Heap& heap, Heap::Engine& e, std::vector<VerifyFinding>* f
   if (st != nullptr) *st = s;
 }
 
-std::vector<VerifyFinding> Heap::verify() {
+std::vector<VerifyFinding> Heap::verify(VerifyMode mode) {
   Engine e(*this);
   std::vector<VerifyFinding> f;
-  walk_heap(*this, e, &f, nullptr);
+  walk_heap(*this, e, &f, nullptr, mode == VerifyMode::live);
   // directory
   if (e.lock(ctl_->dir_lock, [&] { repair_directory(); })) {
     u64 cap = 0;
@@ -1571,7 +1588,7 @@ std::vector<VerifyFinding> Heap::verify() {
 HeapStats Heap::stats() {
   Engine e(*this);
   HeapStats s;
-  walk_heap(*this, e, nullptr, &s);
+  walk_heap(*this, e, nullptr, &s, true);
   s.named_objects = names().size();
   return s;
 }

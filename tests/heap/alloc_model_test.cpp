@@ -4,6 +4,7 @@
 // stats figures, growth of the segment under allocation, and out-of-memory only at capacity.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <random>
@@ -183,6 +184,36 @@ TEST(HeapModel, GrowthByAnotherProcessIsSeen) {
   heap.reclaim_dead();  // the child's cache
   EXPECT_VERIFY_CLEAN(heap);
   EXPECT_EQ(heap.stats().blocks_in_use, 0u);
+  Heap::detach(seg);
+}
+
+TEST(HeapModel, LiveVerifyWhileAnotherProcessAllocates) {
+  auto seg = Segment::create_anonymous(8 << 20);
+  Heap& heap = Heap::attach(seg);
+  auto* stop = static_cast<std::atomic<int>*>(heap.allocate(sizeof(std::atomic<int>)));
+  new (stop) std::atomic<int>(0);
+  shmkit::testing::Child child([&] {
+    Heap& h = Heap::attach(seg);
+    std::mt19937 rng(5);
+    std::vector<void*> v(512, nullptr);
+    while (stop->load() == 0) {
+      void*& p = v[rng() % v.size()];
+      if (p != nullptr) {
+        if (h.deallocate(p) != HeapStatus::ok) return 1;
+        p = nullptr;
+      } else {
+        p = h.allocate(16 + rng() % 3000);
+        if (p == nullptr) return 2;
+      }
+    }
+    return 0;
+  });
+  for (int i = 0; i < 200; ++i) {
+    auto f = heap.verify(shmkit::VerifyMode::live);
+    ASSERT_TRUE(f.empty()) << "live verify, round " << i << ":\n" << findings_text(f);
+  }
+  stop->store(1);
+  EXPECT_EQ(child.wait(), 0);
   Heap::detach(seg);
 }
 

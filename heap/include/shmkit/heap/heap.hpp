@@ -69,6 +69,8 @@ enum class HeapStatus {
 };
 const char* to_string(HeapStatus) noexcept;
 
+enum class VerifyMode { quiescent, live };
+
 struct VerifyFinding {
   std::uint64_t offset;  // segment offset where the inconsistency was found (0 when none applies)
   std::string message;
@@ -142,10 +144,12 @@ class Heap {
   // Gives back caches of dead threads and frees owned blocks of dead processes; returns how many
   // caches + blocks it reclaimed.
   std::size_t reclaim_dead() noexcept;
-  // Walks every chunk, free list, central list and cache; one finding per inconsistency. Exact
-  // when no other process is allocating at the time; while others allocate, caches of live
-  // threads are only checked for structure.
-  std::vector<VerifyFinding> verify();
+  // Walks every chunk, free list, central list and cache; one finding per inconsistency.
+  // quiescent: exact, for when no other thread or process is allocating (every cached chunk must
+  // be on exactly one list). live: for a segment in use (`shmkit verify`): the caches of other
+  // live threads change without a lock, so they are followed without findings and a cached chunk
+  // on no list is not reported (it may be in flight); all locked structures are still exact.
+  std::vector<VerifyFinding> verify(VerifyMode mode = VerifyMode::quiescent);
   HeapStats stats();
 
   Segment& segment() const noexcept { return *seg_; }
