@@ -9,6 +9,7 @@
 #include <string>
 
 #include "shmkit/sys/syscall.hpp"
+#include "shmkit/sys/thread_probe.hpp"
 
 namespace shmkit {
 
@@ -120,6 +121,7 @@ LockResult RobustCore::acquire_slow(ThreadState& ts, sys::Deadline deadline, boo
   // still sleep (the flag may have been cleared since it was woken), so its own unlock must wake
   // the next one (as in Drepper's "mutex3" and glibc's robust mutex).
   std::uint32_t waiters_if_slept = 0;
+  bool probed_owner = false;
   for (;;) {
     if (w == kNotRecoverable) return done(LockResult::not_recoverable);
     const std::uint32_t owner = w & kTidMask;
@@ -137,6 +139,17 @@ LockResult RobustCore::acquire_slow(ThreadState& ts, sys::Deadline deadline, boo
       continue;  // w was reloaded by the failed CAS
     }
     if (owner == ts.tid) {
+      if (!linked_in(h)) {
+        // The word names this thread but this thread never locked it: a forged word, or one left
+        // by an earlier wearer of our thread id that the kernel never cleaned up (a segment that
+        // outlived its kernel). Nobody holds it: take it over as from a dead owner.
+        if (word.compare_exchange_weak(w, ts.tid | kOwnerDied | (w & kWaiters), std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+          link(h);
+          return done(LockResult::owner_died);
+        }
+        continue;
+      }
       if (try_only) return done(LockResult::would_block);
       fatal("Lock::acquire: this thread already holds this lock, so it would wait forever "
             "(Lock is not recursive; use shmkit::RLock)");
@@ -148,6 +161,23 @@ LockResult RobustCore::acquire_slow(ThreadState& ts, sys::Deadline deadline, boo
       pauses = pauses < kMaxPauses ? 2 * pauses : kMaxPauses;
       w = word.load(std::memory_order_relaxed);
       continue;
+    }
+    if (!probed_owner) {
+      // Once, before the first sleep: does the owner exist at all? The kernel clears the tid of
+      // every owner that dies (robust list), so a word naming a thread that does not exist was
+      // never cleaned up — forged, or from a segment that outlived its kernel — and would block
+      // forever. "Exists" proves nothing (ids are reused), only "does not exist" is acted on.
+      // Costs one kill(tid, 0) after the spin phase (~45 us), never on the fast path. Assumes all
+      // users of the lock share one pid namespace (as shmkit's process identities do).
+      probed_owner = true;
+      if (sys::thread_exists(static_cast<pid_t>(owner)) == 0) {
+        if (word.compare_exchange_strong(w, ts.tid | kOwnerDied | (w & kWaiters) | waiters_if_slept,
+                                         std::memory_order_acquire, std::memory_order_relaxed)) {
+          link(h);
+          return done(LockResult::owner_died);
+        }
+        continue;
+      }
     }
     if ((w & kWaiters) == 0) {
       // relaxed: setting the flag publishes nothing; it only obliges the owner's unlock to wake.
@@ -216,7 +246,7 @@ void RobustCore::abandon_inconsistent(ThreadState& ts) noexcept {
 
 void RobustCore::mark_consistent(ThreadState& ts) noexcept {
   const std::uint32_t w = word.load(std::memory_order_relaxed);
-  if ((w & kTidMask) != ts.tid || (w & kOwnerDied) == 0) return;
+  if ((w & kOwnerDied) == 0 || !held_by(ts)) return;
   // An RMW because waiters may set WAITERS concurrently. relaxed: the repair is published by the
   // release of the following unlock, and only the owner reads OWNER_DIED while it holds the lock.
   word.fetch_and(~kOwnerDied, std::memory_order_relaxed);
@@ -263,7 +293,7 @@ LockResult RLock::acquire_contended(locks_detail::ThreadState& ts, sys::Deadline
   // acquire_fast() failed and left list_op_pending on this lock; a recursive acquire does not
   // touch the list, so clear it here.
   const std::uint32_t w = core_.word.load(std::memory_order_relaxed);
-  if ((w & locks_detail::kTidMask) == ts.tid) {
+  if ((w & locks_detail::kTidMask) == ts.tid && core_.linked_in(ts.head)) {
     locks_detail::list_fence();
     ts.head->list_op_pending = nullptr;
     if (core_.depth == UINT32_MAX) {
@@ -281,7 +311,7 @@ LockResult RLock::acquire_contended(locks_detail::ThreadState& ts, sys::Deadline
 WaitResult Condition::wait_core(locks_detail::RobustCore& core, sys::Deadline deadline,
                                 const char* what) {
   locks_detail::ThreadState& ts = locks_detail::thread_state();
-  if (!core.owned_by(ts)) core.throw_not_owner(what);
+  if (!core.held_by(ts)) core.throw_not_owner(what);
   // Register, then read seq, both while holding the lock (seq_cst, see notify_one for the pairing).
   waiters_.fetch_add(1, std::memory_order_seq_cst);
   const std::uint32_t seq = seq_.load(std::memory_order_seq_cst);

@@ -211,6 +211,26 @@ struct RobustCore {
     *prev_next = n;
   }
 
+  // Whether this node is in this thread's robust list (a walk; the list is short: the locks this
+  // thread holds). Bounded like the kernel's walk (ROBUST_LIST_LIMIT).
+  bool linked_in(const RobustListHead* h) const noexcept {
+    const std::uintptr_t head = reinterpret_cast<std::uintptr_t>(h);
+    const std::uintptr_t self = reinterpret_cast<std::uintptr_t>(&next);
+    std::uintptr_t e = reinterpret_cast<std::uintptr_t>(h->list) & ~std::uintptr_t{1};
+    for (int n = 0; e != head && n < 2048; ++n) {
+      if (e == self) return true;
+      e = reinterpret_cast<std::uintptr_t>(*reinterpret_cast<void* const*>(e)) & ~std::uintptr_t{1};
+    }
+    return false;
+  }
+  // The word names this thread AND this thread linked the lock (INVARIANT1). The second half
+  // rejects a word that merely contains our tid — forged, or left by a thread whose id we now
+  // wear in a segment the kernel never cleaned up (it outlived a reboot): unlocking such a lock
+  // would "unlink" pointers nobody wrote. Cheap in the usual case: the lock locked last is first.
+  bool held_by(const ThreadState& ts) const noexcept {
+    return owned_by(ts) && (ts.head->list == &next || linked_in(ts.head));
+  }
+
   bool owned_by(const ThreadState& ts) const noexcept {
     // relaxed: if this thread owns the lock it wrote its tid itself (coherence lets it read its own
     // latest store); any other value, however stale, is not this thread's tid while it is not the
@@ -335,7 +355,7 @@ class Lock {
   // Throws Error{Errc::invalid_argument} when this thread does not hold the lock.
   void unlock() {
     locks_detail::ThreadState& ts = locks_detail::thread_state();
-    if (!core_.owned_by(ts)) [[unlikely]] core_.throw_not_owner("shmkit::Lock::unlock");
+    if (!core_.held_by(ts)) [[unlikely]] core_.throw_not_owner("shmkit::Lock::unlock");
     core_.release(ts);
   }
 
@@ -343,7 +363,7 @@ class Lock {
   void lock() {
     locks_detail::ThreadState& ts = locks_detail::thread_state();
     if (core_.acquire_fast(ts)) [[likely]] return;
-    if (core_.owned_by(ts)) {
+    if (core_.held_by(ts)) {
       ts.head->list_op_pending = nullptr;
       throw Error(Errc::invalid_argument,
                   "shmkit::Lock::lock: this thread already holds the lock (Lock is not recursive; "
@@ -365,7 +385,7 @@ class Lock {
                            "shmkit::Lock::try_lock_until");
   }
 
-  bool held_by_this_thread() const noexcept { return core_.owned_by(locks_detail::thread_state()); }
+  bool held_by_this_thread() const noexcept { return core_.held_by(locks_detail::thread_state()); }
   // The raw word, for diagnostics and tests (owner tid, OWNER_DIED, WAITERS bits).
   std::uint32_t debug_word() const noexcept { return core_.word.load(std::memory_order_relaxed); }
 
@@ -412,7 +432,7 @@ class RLock {
   void mark_consistent() noexcept { core_.mark_consistent(locks_detail::thread_state()); }
   void unlock() {
     locks_detail::ThreadState& ts = locks_detail::thread_state();
-    if (!core_.owned_by(ts)) [[unlikely]] core_.throw_not_owner("shmkit::RLock::unlock");
+    if (!core_.held_by(ts)) [[unlikely]] core_.throw_not_owner("shmkit::RLock::unlock");
     if (--core_.depth != 0) return;
     core_.release(ts);
   }
@@ -433,7 +453,7 @@ class RLock {
     return finish_lockable(acquire(locks_detail::deadline_at(tp)), "shmkit::RLock::try_lock_until");
   }
 
-  bool held_by_this_thread() const noexcept { return core_.owned_by(locks_detail::thread_state()); }
+  bool held_by_this_thread() const noexcept { return core_.held_by(locks_detail::thread_state()); }
   // Recursion depth; meaningful only to the owning thread.
   std::uint32_t depth() const noexcept { return held_by_this_thread() ? core_.depth : 0; }
   std::uint32_t debug_word() const noexcept { return core_.word.load(std::memory_order_relaxed); }
