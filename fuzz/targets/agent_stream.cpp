@@ -96,8 +96,9 @@ inline void check_reply_stream(const std::vector<std::byte>& bytes) {
   }
 }
 
-inline int agent_stream_one(const std::uint8_t* data, std::size_t n) {
-  if (n == 0) return 0;
+// Runs one client session; returns every byte the agent sent back (after checking the properties).
+inline std::vector<std::byte> agent_session(const std::uint8_t* data, std::size_t n) {
+  if (n == 0) return {};
   const std::uint8_t mode = data[0];
   ++data;
   --n;
@@ -107,7 +108,7 @@ inline int agent_stream_one(const std::uint8_t* data, std::size_t n) {
   const bool writable = (mode & 2) != 0;
 
   int sv[2];
-  if (sys::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 0;
+  if (sys::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return {};
   std::vector<std::byte> replies;
   {
     transport::AgentOptions o;
@@ -157,6 +158,11 @@ inline int agent_stream_one(const std::uint8_t* data, std::size_t n) {
   }
   check_reply_stream(replies);
   if (!writable && win.checksum() != before) agent_property_failed("a read-only window was written");
+  return replies;
+}
+
+inline int agent_stream_one(const std::uint8_t* data, std::size_t n) {
+  (void)agent_session(data, n);
   return 0;
 }
 

@@ -114,6 +114,34 @@ TEST(FuzzCorpusReplay, AgentStream) {
   EXPECT_TRUE(failures.empty()) << failures.size() << " of " << n << " inputs failed:" << joined(failures);
 }
 
+// The agent harness really reaches the serving code: the seed that reads 256 bytes of the window
+// gets the agent's Hello and then a Read reply carrying exactly the window's bytes.
+TEST(FuzzCorpusReplay, AgentSeedReadIsServed) {
+  Child c([] {
+    auto bytes = read_bytes(corpus_dir("fuzz_agent_stream") / "seed_read_m3");
+    if (bytes.empty()) return 1;
+    std::vector<std::byte> replies = shmkit::fuzz::agent_session(bytes.data(), bytes.size());
+    namespace wire = shmkit::transport::wire;
+    std::size_t pos = 0;
+    bool hello = false, read = false;
+    while (replies.size() - pos >= wire::kHeaderSize) {
+      wire::Header h;
+      std::memcpy(&h, replies.data() + pos, sizeof h);
+      if (h.length < wire::kHeaderSize || h.length > replies.size() - pos) return 2;
+      if (h.id == wire::ids::hello) hello = true;
+      if (h.id == shmkit::transport::memproto::ids::read) {
+        if (h.length != wire::kHeaderSize + 256) return 3;
+        const auto* window = reinterpret_cast<const std::byte*>(shmkit::fuzz::kWindowAddress);
+        if (std::memcmp(replies.data() + pos + wire::kHeaderSize, window, 256) != 0) return 4;
+        read = true;
+      }
+      pos += h.length;
+    }
+    return hello && read ? 0 : 5;
+  });
+  EXPECT_EQ(c.wait(std::chrono::seconds(20)), 0);
+}
+
 // The harness itself: a valid template opens, has a heap that verifies clean and its named
 // objects (so the segment target really reaches the heap, not only header validation).
 TEST(FuzzCorpusReplay, SegmentTemplateIsAValidSegmentWithAHeap) {
