@@ -181,6 +181,7 @@ struct ConsumerSlot {
 struct WorkerSlot {
   std::atomic<int> pid;
   std::atomic<u32> ready;  // set by the worker once attached
+  std::atomic<u32> busy;   // a hint: 1 while inside an operation worth interrupting (see Busy)
   u32 role;
   u32 index;               // role-specific index (heap slot)
 };
@@ -241,6 +242,18 @@ struct View {
   }
   Channel channel() const { return Channel::attach(seg->base() + s->chan_off, s->chan_bytes); }
   bool stopping() const { return s->stop.load(std::memory_order_acquire) != 0; }  // pairs with the supervisor's release
+};
+
+// Marks "inside an operation" (a lock held, a heap call, a push/pop and its recording) for the
+// supervisor, which aims half of its kills at workers that are busy, so that deaths inside
+// critical sections are common rather than rare. relaxed: only a hint; a stale value just makes
+// that kill land somewhere else.
+std::atomic<u32>* g_busy = nullptr;
+struct Busy {
+  Busy() { if (g_busy != nullptr) g_busy->store(1, std::memory_order_relaxed); }
+  ~Busy() { if (g_busy != nullptr) g_busy->store(0, std::memory_order_relaxed); }
+  Busy(const Busy&) = delete;
+  Busy& operator=(const Busy&) = delete;
 };
 
 void note(const char* fmt, auto... args) {
@@ -319,6 +332,7 @@ bool acquire_record(View& v, LockedRecord& r, sys::Deadline deadline) {
 int run_lock(View& v, std::mt19937_64& rng) {
   for (u64 n = 1; !v.stopping(); ++n) {
     LockedRecord& r = v.s->rec[rng() % kRecords];
+    Busy busy;
     if (!acquire_record(v, r, after(2000ms))) continue;
     update_record(r, rng);
     if (n == 100 && static_cast<Inject>(v.s->inject) == Inject::tear)
@@ -376,6 +390,7 @@ int run_heap(View& v, Segment& hs, u32 slot, std::mt19937_64& rng) {
   u64 n = 0;
   while (!v.stopping()) {
     HeapEntry& e = reg.e[rng() % kHeapEntries];
+    Busy busy;
     if (e.state.load(std::memory_order_acquire) == 1) {
       if (rng() % 2 == 0) release(e);
       else if (!check_entry(hs, e)) corrupt("block contents changed", e.off.load(std::memory_order_relaxed));
@@ -436,6 +451,7 @@ int run_producer(View& v, std::mt19937_64& rng) {
     h.sum = msg_sum(h, payload);
     std::memcpy(msg, &h, sizeof h);
     for (;;) {
+      Busy busy;
       QueueResult r = q.push({msg, sizeof h + h.len}, after(100ms));
       if (r.status == QueueStatus::ok) {
         // release: a reader of `acked` (the supervisor, after reaping) sees the push completed.
@@ -487,6 +503,7 @@ int consume(View& v, ConsumerSlot& slot, bool drain) {
   u64 n = drain ? 2000 : 0;  // pops (the supervisor's drain makes no injected faults)
   for (;;) {
     if (!drain && v.stopping()) return 0;
+    Busy busy;
     QueueResult r = drain ? q.try_pop({slot.buf, kMaxMsg}, &slot.receipt)
                           : q.pop({slot.buf, kMaxMsg}, after(100ms), &slot.receipt);
     if (r.status == QueueStatus::ok) {
@@ -696,6 +713,7 @@ int worker_main(int argc, char** argv) {
   if (slot >= kMaxWorkers) return 64;
   std::mt19937_64 rng(mix64(v.s->seed ^ (u64{slot} << 32) ^ static_cast<u64>(::getpid())));
   WorkerSlot& me = v.s->w[slot];
+  g_busy = &me.busy;
   me.ready.store(1, std::memory_order_release);
   switch (role) {
     case Role::lock: return run_lock(v, rng);
@@ -760,10 +778,14 @@ class Supervisor {
       const double wait_ms = o_.kills ? std::uniform_real_distribution<double>(0, 2 * o_.kill_interval_ms)(rng_) : 50;
       std::this_thread::sleep_for(std::chrono::microseconds(static_cast<long>(wait_ms * 1000)));
       if (!o_.kills) continue;
-      std::vector<u32> ready;
+      std::vector<u32> ready, busy;
       for (u32 i = 0; i < workers_.size(); ++i)
-        if (workers_[i].pid > 0 && v_.s->w[i].ready.load(std::memory_order_acquire) != 0) ready.push_back(i);
+        if (workers_[i].pid > 0 && v_.s->w[i].ready.load(std::memory_order_acquire) != 0) {
+          ready.push_back(i);
+          if (v_.s->w[i].busy.load(std::memory_order_relaxed) != 0) busy.push_back(i);
+        }
       if (ready.empty()) continue;
+      if (!busy.empty() && rng_() % 2 == 0) ready.swap(busy);  // half the kills aimed inside operations
       const u32 i = ready[rng_() % ready.size()];
       ::kill(workers_[i].pid, SIGKILL);
       int st = 0;
@@ -826,7 +848,8 @@ class Supervisor {
   void spawn(u32 i) {
     WorkerSlot& ws = v_.s->w[i];
     ws.ready.store(0, std::memory_order_relaxed);
-    ws.role = static_cast<u32>(workers_[i].role);
+    ws.busy.store(0, std::memory_order_relaxed);
+    ws.role =  static_cast<u32>(workers_[i].role);
     ws.index = i;
     const std::string role = std::to_string(static_cast<u32>(workers_[i].role)), slot = std::to_string(i),
                       sfd = std::to_string(st_.fd()), hfd = std::to_string(hs_.fd());
