@@ -315,6 +315,7 @@ bool acquire_record(View& v, LockedRecord& r, sys::Deadline deadline) {
     r.lock.mark_consistent();
   } else if (lr != LockResult::acquired) {
     if (lr == LockResult::timed_out) {
+      note("torture: lock record: acquire timed out (2 s)\n");
       v.s->c.stalls.fetch_add(1, std::memory_order_relaxed);
     } else {
       note("torture: lock record acquire: %s\n", std::string(to_string(lr)).c_str());
@@ -593,6 +594,7 @@ int run_rpc_client(View& v, std::mt19937_64& rng) {
         break;
       }
       if (r.status == ChannelStatus::timed_out) {
+        note("torture: rpc call timed out (2 s)\n");
         v.s->c.stalls.fetch_add(1, std::memory_order_relaxed);
         continue;
       }
