@@ -56,6 +56,7 @@ struct Client {
 };
 
 constexpr int kMaxFramesPerTurn = 16;  // fairness: then the next ready client gets a turn
+constexpr std::uint64_t kSpliceMinBytes = 4096;  // reads shorter than this are copied (see on_read)
 
 }  // namespace
 
@@ -209,7 +210,12 @@ struct Agent::Impl {
                    c.header.tag};
     const auto* src = reinterpret_cast<const std::byte*>(static_cast<std::uintptr_t>(req.address));
     std::uint64_t sent = 0;
-    SplicePipe* p = (opts.zero_copy && w->fd >= 0 && w->splice_ok && req.length > 0) ? splice_pipe() : nullptr;
+    // A small reply is one writev of header and data; splicing it would cost three system calls
+    // (header into the pipe, file into the pipe, pipe into the socket) to save a copy of a few
+    // bytes. Splicing pays from about a page up.
+    SplicePipe* p = (opts.zero_copy && w->fd >= 0 && w->splice_ok && req.length >= kSpliceMinBytes)
+                        ? splice_pipe()
+                        : nullptr;
     if (p != nullptr) {
       auto off = static_cast<loff_t>(w->file_offset + (req.address - w->address));
       auto header = std::as_bytes(std::span<const wire::Header, 1>(&h, 1));
@@ -266,7 +272,12 @@ struct Agent::Impl {
     Window* w = const_cast<Window*>(cw);
     auto* dst = reinterpret_cast<std::byte*>(static_cast<std::uintptr_t>(req.address));
     std::uint64_t done = 0;
-    SplicePipe* p = (opts.zero_copy && w->fd >= 0 && w->splice_ok && req.length > 0) ? splice_pipe() : nullptr;
+    // A small reply is one writev of header and data; splicing it would cost three system calls
+    // (header into the pipe, file into the pipe, pipe into the socket) to save a copy of a few
+    // bytes. Splicing pays from about a page up.
+    SplicePipe* p = (opts.zero_copy && w->fd >= 0 && w->splice_ok && req.length >= kSpliceMinBytes)
+                        ? splice_pipe()
+                        : nullptr;
     if (p != nullptr) {
       auto off = static_cast<loff_t>(w->file_offset + (req.address - w->address));
       ssize_t m = p->move(c.fd, nullptr, w->fd, &off, req.length, io_deadline());
