@@ -68,8 +68,15 @@
 //     unlock() throws "not the owner", and if the parent's owner dies the child gets owner_died.
 //     The cached thread id is reset by a pthread_atfork child handler. Processes made with raw
 //     clone()/syscall(SYS_fork)/_Fork() skip that handler and must not use these locks.
-//   * A segment that outlives the kernel (a file-backed segment across a reboot) may hold words
-//     naming threads that no longer exist; the segment layer must re-initialise its locks then.
+//   * Words the kernel never cleaned up (forged by a hostile writer, or left in a segment that
+//     outlived its kernel, e.g. file-backed across a reboot): a blocking acquire probes the owner
+//     once, after spinning and before its first sleep (kill(tid, 0) via sys::thread_exists); an
+//     owner that does not exist is taken over as owner_died. A word naming the caller's own tid
+//     that the caller never linked is taken over likewise (and is not "held" by it). A ghost tid
+//     that a live unrelated thread now wears still blocks (only "does not exist" is conclusive):
+//     the segment layer should re-initialise locks of a segment from an earlier boot.
+//   * All processes using a lock must share one pid namespace (the word holds namespace-local
+//     tids; the probe above would misjudge a tid from another namespace).
 #pragma once
 
 #include <linux/futex.h>
