@@ -5,8 +5,8 @@
 //    a user process's heap call must not block forever;
 //  * the segment's admin lock names the opening process's own thread id: opening (which records
 //    the process in the attach table under that lock) must fail with an error, not abort.
-// Every case whose name starts with BUG_ fails on the tree as of this commit (the report lists
-// the proposed fix); SHMKIT_SKIP_KNOWN_BUGS=1 skips them.
+// Both hung / aborted before locks commit 416cdfa (a nonexistent owner is now taken over as
+// owner_died; a word naming our own tid that we never linked is not ours).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,11 +28,6 @@ namespace {
 using testing::Child;
 using testing::CommandResult;
 using testing::ShmNameGuard;
-
-bool skip_known_bugs() {
-  const char* v = std::getenv("SHMKIT_SKIP_KNOWN_BUGS");
-  return v != nullptr && std::string(v) == "1";
-}
 
 // A pid that named a process a moment ago and names none now (forked and reaped).
 pid_t dead_pid() {
@@ -60,8 +55,7 @@ std::string make_heap_segment(ShmNameGuard& name) {
   return name.name();
 }
 
-TEST(HostileLockWord, BUG_ArenaLockOwnedByANonexistentThreadDoesNotHangTools) {
-  if (skip_known_bugs()) GTEST_SKIP() << "known bug (SHMKIT_SKIP_KNOWN_BUGS=1)";
+TEST(HostileLockWord, ArenaLockOwnedByANonexistentThreadDoesNotHangTools) {
   ShmNameGuard name(testing::unique_name("hostile-lock-arena"));
   make_heap_segment(name);
   const auto ghost = static_cast<std::uint32_t>(dead_pid());
@@ -76,15 +70,16 @@ TEST(HostileLockWord, BUG_ArenaLockOwnedByANonexistentThreadDoesNotHangTools) {
   CommandResult verify = testing::run_command({tool, "verify", name.name()}, std::chrono::seconds(5));
   // run_command reports -1000 when it had to kill the command at the time limit, -N for signal N.
   EXPECT_NE(verify.exit_code, -1000) << "shmkit verify hung on an arena lock held by dead tid " << ghost;
-  EXPECT_GT(verify.exit_code, 0) << "shmkit verify must report a heap whose lock is stuck (exit "
-                                 << verify.exit_code << ")";
+  // The lock names no live thread: the locks take it over as owner_died and the heap repairs
+  // itself, so verify may call the heap clean (0) or list findings (3), but must not crash.
+  EXPECT_TRUE(verify.exit_code == 0 || verify.exit_code == 3) << "shmkit verify: exit " << verify.exit_code
+                                                              << "\n" << verify.out << verify.err;
   CommandResult info = testing::run_command({tool, "info", name.name()}, std::chrono::seconds(5));
   EXPECT_GE(info.exit_code, 0) << "shmkit info hung (-1000) or was killed on an arena lock held by dead tid "
                                << ghost << " (exit " << info.exit_code << ")";
 }
 
-TEST(HostileLockWord, BUG_AdminLockNamingTheOpenersOwnThreadIsAnErrorNotAnAbort) {
-  if (skip_known_bugs()) GTEST_SKIP() << "known bug (SHMKIT_SKIP_KNOWN_BUGS=1)";
+TEST(HostileLockWord, AdminLockNamingTheOpenersOwnThreadIsAnErrorNotAnAbort) {
   ShmNameGuard name(testing::unique_name("hostile-lock-self"));
   {
     SegmentOptions o;
