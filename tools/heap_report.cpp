@@ -51,6 +51,14 @@ void fill(HeapReport& r, Heap& heap) {
   r.named_objects = heap.names();
 }
 
+std::size_t reclaim_dead(const Segment& seg) {
+  if (!has_heap(seg)) return 0;
+  auto& s = const_cast<Segment&>(seg);
+  std::size_t n = Heap::attach(s).reclaim_dead();
+  Heap::detach(s);
+  return n;
+}
+
 std::vector<std::string> verify_segment(const Segment& seg) {
   std::vector<std::string> findings;
   const SegmentHeader& h = seg.header();
@@ -64,7 +72,7 @@ std::vector<std::string> verify_segment(const Segment& seg) {
   auto& s = const_cast<Segment&>(seg);
   try {
     Heap& heap = Heap::attach(s);
-    for (auto& f : heap.verify()) findings.push_back(fmt::format("heap at offset {:#x}: {}", f.offset, f.message));
+    for (auto& f : heap.verify(VerifyMode::live)) findings.push_back(fmt::format("heap at offset {:#x}: {}", f.offset, f.message));
     Heap::detach(s);
   } catch (const Error& e) {
     findings.push_back(std::string("heap: ") + e.what());

@@ -16,6 +16,10 @@ struct HeapReport {
 };
 HeapReport heap_report(const Segment& seg);
 
+// Frees heap blocks owned by dead processes and gives back dead threads' caches; returns how
+// many it reclaimed (0 when the segment has no heap).
+std::size_t reclaim_dead(const Segment& seg);
+
 // Every inconsistency found in the segment (header, attach table, heap). Empty means healthy.
 std::vector<std::string> verify_segment(const Segment& seg);
 

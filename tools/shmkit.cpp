@@ -31,7 +31,8 @@ const char* kUsage =
     "  info NAME [--json]     show one segment: geometry, base, attached processes, heap\n"
     "  verify NAME            check the segment's heap; exit 3 on any finding\n"
     "  rm NAME...             remove segments\n"
-    "  rm --stale             remove every stale segment (all its processes died attached)\n"
+    "  rm --stale             remove every stale segment (all its processes died attached) and\n"
+    "                         reclaim heap blocks owned by dead processes in the others\n"
     "run `shmkit <command> --help` for one command's help\n";
 
 const std::map<std::string, std::string> kHelp = {
@@ -166,9 +167,18 @@ int cmd_rm(const Args& a) {
   if (a.has("--stale")) {
     if (!a.positional.empty()) throw UsageError("rm --stale takes no NAME");
     for (auto& l : list_segments()) {
-      if (!l.stale) continue;
-      Segment::remove(l.name);
-      std::printf("removed %s\n", l.name.c_str());
+      if (l.stale) {
+        Segment::remove(l.name);
+        std::printf("removed %s\n", l.name.c_str());
+      } else if (l.summary) {
+        // A segment still in use: give back what its dead processes owned in its heap.
+        try {
+          Segment seg = Segment::open(l.name, inspect_options());
+          if (std::size_t n = reclaim_dead(seg)) std::printf("reclaimed %zu from dead processes in %s\n", n, l.name.c_str());
+        } catch (const shmkit::Error& e) {
+          std::fprintf(stderr, "shmkit: %s: %s\n", l.name.c_str(), e.what());
+        }
+      }
     }
     return 0;
   }

@@ -59,6 +59,17 @@ std::string occupant(std::uintptr_t lo, std::uintptr_t hi) {
   return found.empty() ? "an unknown mapping" : found;
 }
 
+// After the admin lock's owner died: a claimant that died between its two stores leaves pid set
+// with start_time 0 or stale; such an entry names no live process and is freed (INVARIANT5).
+void repair_attach_table(SegmentHeader& h) noexcept {
+  log().warn("segment admin lock: previous owner died; checking the attach table");
+  for (auto& e : h.attach) {
+    sys::ProcessIdentity id{e.pid.load(std::memory_order_relaxed), 0,
+                            e.start_time.load(std::memory_order_relaxed)};
+    if (id.pid != 0 && sys::liveness(id) != sys::Liveness::alive) e.pid.store(0, std::memory_order_relaxed);
+  }
+}
+
 // Locks the admin lock, repairing the attach table if its previous owner died. Every admin-lock
 // critical section leaves the table valid after each single store (entries are written
 // start_time-then-pid and cleared pid-first), so repair only has to re-check entries.
@@ -67,14 +78,7 @@ class AdminGuard {
   explicit AdminGuard(SegmentHeader& h) : h_(h) {
     LockResult r = h_.admin_lock.acquire();
     if (r == LockResult::owner_died) {
-      log().warn("segment admin lock: previous owner died; checking the attach table");
-      for (auto& e : h_.attach) {
-        // A claimant that died between its two stores leaves pid set with start_time 0 or stale:
-        // such an entry names no live process and is freed.
-        sys::ProcessIdentity id{e.pid.load(std::memory_order_relaxed), 0,
-                                e.start_time.load(std::memory_order_relaxed)};
-        if (id.pid != 0 && sys::liveness(id) != sys::Liveness::alive) e.pid.store(0, std::memory_order_relaxed);
-      }
+      repair_attach_table(h_);
       h_.admin_lock.mark_consistent();
     } else if (r != LockResult::acquired) {
       throw Error(Errc::not_recoverable, "segment admin lock is not recoverable (a previous repair failed)");
@@ -350,7 +354,6 @@ struct Segment::Raw {
         sys::check(sys::pread(fd, img.bytes.data(), img.bytes.size(), 0), what + ": read header");
         needs_init = img.h().magic == SegmentHeader::kMagic &&
                      img.h().state.load(std::memory_order_acquire) == static_cast<std::uint32_t>(SegmentState::initialising);
-        if (needs_init) log().warn("{}: creator pid {} died while initialising it", what, img.h().creator.pid);
       }
       if (needs_init && mode == Mode::open) {
         if (fsize == 0 && sys::Clock::now() < deadline) {
@@ -366,7 +369,7 @@ struct Segment::Raw {
                                        : ": its creator died while initialising it; remove it or use open_or_create"));
       }
       if (needs_init) {
-        if (!created) log().info("{}: initialising a segment left uninitialised", what);
+        if (!created) log().info("{}: initialising a segment its creator left uninitialised", what);
         try {
           initialise(s, size, o, s.name_);
         } catch (...) {
@@ -517,7 +520,9 @@ int Segment::try_grow(std::size_t new_size) noexcept {
   if (r == LockResult::not_recoverable) return -ENOTRECOVERABLE;
   if (r == LockResult::owner_died) {
     // Growth publishes size only after the file is extended, so a death anywhere leaves
-    // file size >= size (INVARIANT6); the attach table is checked by the next AdminGuard.
+    // file size >= size (INVARIANT6). The dead owner may have been attaching instead: repair the
+    // attach table as AdminGuard does, then mark consistent.
+    repair_attach_table(h);
     h.admin_lock.mark_consistent();
   }
   int rc = 0;
