@@ -257,14 +257,50 @@ struct Heap::Engine {
   }
 
   // ---- chunk checks ----
+  // Hostile segments (issue 10): every offset read from the segment (a list head, a link, a
+  // size) is checked with one of these before anything is read or written through it. A failed
+  // check takes the "corrupt list" branch of its caller: the list is dropped, c.errors counts it,
+  // and the operation returns a status; verify() reports the damage.
+  //
+  // The end of the memory the heap may touch: top, and never past the bytes the segment backs
+  // (top is itself a word of the segment).
+  u64 limit() const noexcept { return std::min<u64>(c.top.load(std::memory_order_acquire), seg_size()); }
+  // [off, off + kMinChunk) lies in the arena below lim: a chunk's header and both links of a free
+  // chunk can be read and written there. Written so that no sum can wrap.
+  bool readable(u64 off, u64 lim) const noexcept {
+    return off % 16 == 0 && off >= c.arena_begin && off <= lim && lim - off >= kMinChunk;
+  }
+  bool readable(u64 off) const noexcept { return readable(off, limit()); }
   // A chunk offset whose header can be read and whose word is plausible for this offset.
   bool valid_chunk(u64 off) const noexcept {
-    if (off % 16 != 0 || off < c.arena_begin) return false;
-    u64 top = c.top.load(std::memory_order_acquire);
-    if (off + kMinChunk > top) return false;
+    u64 lim = limit();
+    if (!readable(off, lim)) return false;
     u64 w = word(off).load(std::memory_order_acquire);
     u64 s = word_size(w);
-    return word_check_ok(off, w) && s >= kMinChunk && off + s <= top;
+    return word_check_ok(off, w) && s >= kMinChunk && s <= lim - off;
+  }
+  // A chunk of class size cs in state cached (on a central list or a cache bin).
+  bool cached_ok(u64 off, u64 cs) const noexcept {
+    return readable(off) && word(off).load(std::memory_order_relaxed) == make_word(off, cs, st_cached);
+  }
+  // An arena-free chunk of at least `need` bytes that a bin list may name: its word says free, and
+  // a chunk follows it below top (INVARIANT3), so its end's boundary tag and the next header can
+  // be written and read.
+  bool valid_free(u64 off, u64 need, u64 lim) const noexcept {
+    if (!readable(off, lim)) return false;
+    u64 w = word(off).load(std::memory_order_relaxed);
+    u64 s = word_size(w);
+    return word_check_ok(off, w) && word_state(w) == st_free && s >= kMinChunk && s >= need &&
+           s <= lim - off - kMinChunk;
+  }
+  // A damaged bin list (a link or a head that fails the checks above) is dropped whole: its chunks
+  // are lost (verify reports them), the heap stays usable. Arena lock held; plain stores, as this
+  // is not part of any operation's undo: a death between them leaves a set bit over an empty list,
+  // which arena_find tolerates.
+  void drop_bin(int i) noexcept {
+    c.errors.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+    c.bin_head[i].store(0, std::memory_order_release);
+    c.bitmap[i / 64].fetch_and(~(u64{1} << (i % 64)), std::memory_order_release);
   }
 
   // ---- arena bins ----
@@ -278,6 +314,10 @@ struct Heap::Engine {
   void bin_insert(TxT& tx, u64 ch, u64 s) noexcept {
     int i = bin_index(s);
     u64 head = c.bin_head[i].load(std::memory_order_relaxed);
+    if (head != 0 && !readable(head)) {
+      drop_bin(i);
+      head = 0;
+    }
     tx.set(next(ch), head);
     tx.set(prev(ch), 0);
     if (head != 0) tx.set(prev(head), ch);
@@ -292,6 +332,14 @@ struct Heap::Engine {
     int i = bin_index(s);
     u64 n = next(ch).load(std::memory_order_relaxed);
     u64 p = prev(ch).load(std::memory_order_relaxed);
+    u64 lim = limit();
+    if ((n != 0 && !readable(n, lim)) || (p != 0 && !readable(p, lim)) ||
+        (p == 0 && c.bin_head[i].load(std::memory_order_relaxed) != ch)) {
+      // A damaged link: ch cannot be unlinked safely. Drop the whole list (ch is being taken off
+      // it anyway); the other chunks on it are lost until a verify reports them.
+      drop_bin(i);
+      return;
+    }
     if (p != 0) tx.set(next(p), n);
     else tx.set(c.bin_head[i], n);
     if (n != 0) tx.set(prev(n), p);
@@ -302,9 +350,12 @@ struct Heap::Engine {
   }
   // Best fit among the first 64 chunks of a ranged bin (smallest size >= s, then lowest address):
   // keeps large free chunks whole, which is what keeps the footprint near the live bytes.
-  u64 best_in_bin(u64 ch, u64 s) const noexcept {
+  // Stops at a chunk that is not a valid free chunk (a damaged link: bin_remove drops the list
+  // when a chunk next to the damage is taken).
+  u64 best_in_bin(u64 ch, u64 s, u64 lim) const noexcept {
     u64 best = 0, best_size = ~u64{0};
     for (int n = 0; ch != 0 && n < 64; ++n) {
+      if (!valid_free(ch, 0, lim)) break;
       u64 cs = word_size(word(ch).load(std::memory_order_relaxed));
       if (cs >= s && (cs < best_size || (cs == best_size && ch < best))) {
         best = ch;
@@ -316,13 +367,20 @@ struct Heap::Engine {
   }
   // A free chunk of size >= s, or 0. Exact bins hold one size; the first non-empty bin above the
   // request's bin holds only larger chunks; within a ranged bin, first fit (bounded scan).
-  u64 arena_find(u64 s) const noexcept {
+  // Every chunk returned passes valid_free(ch, s): the callers use its size unchecked. A bin whose
+  // head fails the check is dropped (drop_bin) and the search goes on.
+  u64 arena_find(u64 s) noexcept {
+    const u64 lim = limit();
     int i = bin_index(s);
     u64 ch = c.bin_head[i].load(std::memory_order_relaxed);
+    if (ch != 0 && !valid_free(ch, 0, lim)) {
+      drop_bin(i);
+      ch = 0;
+    }
     if (i < kExactBins) {
-      if (ch != 0) return ch;
+      if (ch != 0 && valid_free(ch, s, lim)) return ch;
     } else if (ch != 0) {
-      u64 b = best_in_bin(ch, s);
+      u64 b = best_in_bin(ch, s, lim);
       if (b != 0) return b;
     }
     for (int j = i + 1; j < kBins;) {
@@ -334,7 +392,15 @@ struct Heap::Engine {
       j += std::countr_zero(b);
       if (j >= kBins) break;
       u64 head = c.bin_head[j].load(std::memory_order_relaxed);
-      return j < kExactBins ? head : best_in_bin(head, s);
+      if (head == 0 || !valid_free(head, 0, lim)) {
+        // A set bit over an empty list (a dropped list) or a damaged head: clear it, go on.
+        drop_bin(j);
+        ++j;
+        continue;
+      }
+      u64 got = j < kExactBins ? (valid_free(head, s, lim) ? head : 0) : best_in_bin(head, s, lim);
+      if (got != 0) return got;
+      ++j;
     }
     return 0;
   }
@@ -353,15 +419,26 @@ struct Heap::Engine {
       const u64 cs = class_size(k);
       bool found = false;
       while (!found && cc.head.load(std::memory_order_relaxed) != 0) {
-        u64 stop = batch_meta(cc.head.load(std::memory_order_relaxed)).load(std::memory_order_relaxed) & kBatchNextMask;
-        for (u64 f = cc.head.load(std::memory_order_relaxed); f != 0 && f != stop; f = cc.head.load(std::memory_order_relaxed)) {
-          if (!valid_chunk(f) || word(f).load(std::memory_order_relaxed) != make_word(f, cs, st_cached)) {
+        const u64 h0 = cc.head.load(std::memory_order_relaxed);
+        if (!cached_ok(h0, cs)) {
+          c.errors.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+          unlock(cc.lock);
+          return arena_find(need) != 0;
+        }
+        u64 stop = batch_meta(h0).load(std::memory_order_relaxed) & kBatchNextMask;
+        for (u64 f = h0; f != 0 && f != stop; f = cc.head.load(std::memory_order_relaxed)) {
+          if (!cached_ok(f, cs)) {
             c.errors.fetch_add(1, std::memory_order_relaxed);
             unlock(cc.lock);
             return arena_find(need) != 0;
           }
           u64 m = batch_meta(f).load(std::memory_order_relaxed);
           u64 len = m >> kBatchLenShift, nb = m & kBatchNextMask, nf = next(f).load(std::memory_order_relaxed);
+          if (len > 1 && nf != 0 && !cached_ok(nf, cs)) {
+            c.errors.fetch_add(1, std::memory_order_relaxed);
+            unlock(cc.lock);
+            return arena_find(need) != 0;
+          }
           Tx<kArenaLogEntries> tx(*this, c.arena_log);
           if (len > 1 && nf != 0) {
             tx.set(batch_meta(nf), ((len - 1) << kBatchLenShift) | nb);
@@ -428,10 +505,10 @@ struct Heap::Engine {
     u64 s = word_size(word(ch).load(std::memory_order_relaxed));
     u64 start = ch, total = s;
     u64 pf = prev_free(ch).load(std::memory_order_relaxed);
-    if (pf != 0 && pf <= ch - c.arena_begin) {
+    if (pf != 0 && pf % 16 == 0 && pf >= kMinChunk && pf <= ch - c.arena_begin) {
       u64 p = ch - pf;
       u64 pw = word(p).load(std::memory_order_relaxed);
-      if (word_state(pw) == st_free && word_size(pw) == pf) {
+      if (word_check_ok(p, pw) && word_state(pw) == st_free && word_size(pw) == pf) {
         bin_remove(tx, p, pf);
         tx.set(word(ch), tombstone(ch));  // no live-looking header inside a free chunk
         start = p;
@@ -446,9 +523,10 @@ struct Heap::Engine {
       tx.set(c.top, start);
       return;
     }
-    u64 nw = word(n).load(std::memory_order_relaxed);
-    if (word_state(nw) == st_free) {
-      u64 ns = word_size(nw);
+    // The next chunk is merged only when it is a plausible free chunk (a damaged size is never
+    // followed); the boundary tag at start + total is then below top.
+    if (valid_free(n, 0, limit())) {
+      u64 ns = word_size(word(n).load(std::memory_order_relaxed));
       bin_remove(tx, n, ns);
       tx.set(word(n), tombstone(n));
       total += ns;
@@ -518,16 +596,26 @@ struct Heap::Engine {
     ClassCentral& cc = c.classes[k];
     if (!lock_class(k)) return false;
     u64 head = cc.head.load(std::memory_order_relaxed);
+    u64 len = 0, nb = 0;
     if (head != 0) {
       // The central list is a stack of batches (see batch_meta): take the top batch whole.
-      u64 meta = batch_meta(head).load(std::memory_order_relaxed);
-      u64 len = meta >> kBatchLenShift, nb = meta & kBatchNextMask;
-      if (!valid_chunk(head) || word(head).load(std::memory_order_relaxed) != make_word(head, cs, st_cached) ||
-          len == 0 || (nb != 0 && !valid_chunk(nb))) {
-        c.errors.fetch_add(1, std::memory_order_relaxed);
-        unlock(cc.lock);
-        return false;  // verify() reports the damage
+      // The head is checked before its batch word is read through it.
+      const bool head_ok = cached_ok(head, cs);
+      u64 meta = head_ok ? batch_meta(head).load(std::memory_order_relaxed) : 0;
+      len = meta >> kBatchLenShift;
+      nb = meta & kBatchNextMask;
+      if (!head_ok || len == 0 || (nb != 0 && !valid_chunk(nb))) {
+        // A damaged central list: drop it (its chunks are lost; verify reports them as cached
+        // chunks on no list) and carve from the arena below instead.
+        c.errors.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+        Tx<kClassLogEntries> tx(*this, cc.log);
+        tx.set(cc.head, 0);
+        tx.set(cc.count, 0);
+        tx.commit();
+        head = 0;
       }
+    }
+    if (head != 0) {
       Tx<kClassLogEntries> tx(*this, cc.log);
       tx.set(bin.head, head);
       tx.set(bin.count, len);
@@ -619,10 +707,22 @@ struct Heap::Engine {
         unlock(cc.lock);
         return;
       }
+      if (!cached_ok(head, cs)) {
+        // A damaged cache list: drop it (see allocate).
+        c.errors.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+        Tx<kClassLogEntries> tx(*this, cc.log);
+        tx.set(bin.head, 0);
+        tx.set(bin.count, 0);
+        tx.commit();
+        unlock(cc.lock);
+        return;
+      }
+      // Only valid chunks go to the central list: the walk stops before a damaged link, which
+      // stays in the bin (the next pop drops it).
       u64 last = head, got = 1;
       while (got < count) {
         u64 nx = next(last).load(std::memory_order_relaxed);
-        if (nx == 0) break;
+        if (nx == 0 || !cached_ok(nx, cs)) break;
         last = nx;
         ++got;
       }
@@ -644,6 +744,13 @@ struct Heap::Engine {
       u64 ch = bin.head.load(std::memory_order_relaxed);
       if (ch == 0) break;
       Tx<kArenaLogEntries> tx(*this, c.arena_log);
+      if (!cached_ok(ch, cs)) {
+        c.errors.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+        tx.set(bin.head, 0);
+        tx.set(bin.count, 0);
+        tx.commit();
+        break;
+      }
       tx.set(bin.head, next(ch).load(std::memory_order_relaxed));
       u64 bc = bin.count.load(std::memory_order_relaxed);
       tx.set(bin.count, bc > 0 ? bc - 1 : 0);
@@ -690,7 +797,13 @@ struct Heap::Engine {
           for (int attempt = 0; attempt < 2; ++attempt) {
             u64 ch = bin.head.load(std::memory_order_relaxed);
             if (ch != 0) [[likely]] {
-              u64 w = word(ch).load(std::memory_order_relaxed);
+              // Hostile segments: the head (a link written into a chunk) is checked before the
+              // chunk word is read through it. Compares only, no sum that could wrap; top was
+              // checked against the segment's size at attach.
+              const u64 top = c.top.load(std::memory_order_relaxed);  // relaxed: a bound only
+              u64 w = ch % 16 == 0 && ch >= c.arena_begin && ch < top && top - ch >= kMinChunk
+                          ? word(ch).load(std::memory_order_relaxed)
+                          : 0;
               if (w != make_word(ch, s, st_cached)) [[unlikely]] {
                 // A corrupt cache list (a use-after-free wrote over a link): drop the list.
                 c.errors.fetch_add(1, std::memory_order_relaxed);
@@ -1053,10 +1166,13 @@ Heap& Heap::attach(Segment& seg) {
   }
   u64 off = root.load(std::memory_order_acquire);
   auto* ctl = static_cast<HeapControl*>(seg.pointer_at(off, sizeof(HeapControl)));
+  // Every control-block field the engine uses as an offset is checked here once (issue 10);
+  // the engine's bounds checks compare against arena_begin and top.
+  const u64 top = ctl == nullptr ? 0 : ctl->top.load(std::memory_order_acquire);
   if (ctl == nullptr || off % 64 != 0 || ctl->magic != kHeapMagic || ctl->version != kHeapVersion ||
       ctl->control_size != sizeof(HeapControl) || ctl->arena_begin < off + sizeof(HeapControl) ||
-      ctl->top.load(std::memory_order_relaxed) < ctl->arena_begin ||
-      ctl->top.load(std::memory_order_relaxed) > seg.size())
+      ctl->arena_begin % 16 != 0 || ctl->arena_begin > seg.size() || top % 16 != 0 ||
+      top < ctl->arena_begin || top > seg.size())
     throw Error(Errc::corrupt, "Heap::attach: segment " + seg.name() +
                                    " has no valid heap control block at its heap root (offset " +
                                    std::to_string(off) + "); it was made by another version or is damaged");
@@ -1163,11 +1279,11 @@ std::size_t Heap::reclaim_dead() noexcept {
       if (pp != 0) pendings.insert(pp);
     }
     std::vector<u64> victims;
-    u64 top = ctl_->top.load(std::memory_order_relaxed);
-    for (u64 ch = ctl_->arena_begin; ch < top;) {
+    const u64 top = e.limit();
+    for (u64 ch = ctl_->arena_begin; e.readable(ch, top);) {
       u64 w = e.word(ch).load(std::memory_order_acquire);
       u64 sz = word_size(w);
-      if (!word_check_ok(ch, w) || sz < kMinChunk || ch + sz > top) break;  // verify() reports it
+      if (!word_check_ok(ch, w) || sz < kMinChunk || sz > top - ch) break;  // verify() reports it
       if (word_state(w) == st_owned && word_owner(w) == static_cast<u64>(i) && !pendings.count(ch))
         victims.push_back(ch);
       ch += sz;
@@ -1199,10 +1315,40 @@ std::size_t Heap::reclaim_dead() noexcept {
 
 // ---- named objects ----
 namespace {
-DirEntry* dir_entries(std::byte* base, const HeapControl& c, u64& cap) noexcept {
+// The directory table, checked before use (issue 10): dir_table must be the user memory of a
+// live (used) chunk of the arena, 64-aligned as named_get allocates it, and dir_capacity entries
+// must fit in that chunk. Returns nullptr with cap 0 when there is no table, and nullptr with
+// `bad` set when the two words do not describe one (a damaged segment).
+DirEntry* dir_entries(Heap::Engine& e, u64& cap, bool& bad) noexcept {
+  const HeapControl& c = e.c;
   u64 t = c.dir_table.load(std::memory_order_acquire);
   cap = c.dir_capacity.load(std::memory_order_acquire);
-  return t == 0 ? nullptr : reinterpret_cast<DirEntry*>(base + t);
+  bad = false;
+  if (t == 0) {
+    bad = cap != 0;
+    cap = 0;
+    return nullptr;
+  }
+  const u64 ch = t - kHeaderSize;
+  bool ok = t % 64 == 0 && t >= kHeaderSize && e.valid_chunk(ch) && cap != 0;
+  if (ok) {
+    u64 w = e.word(ch).load(std::memory_order_acquire);
+    ok = word_state(w) == st_used && cap <= (word_size(w) - kHeaderSize) / sizeof(DirEntry);
+  }
+  if (!ok) {
+    bad = true;
+    cap = 0;
+    return nullptr;
+  }
+  return reinterpret_cast<DirEntry*>(e.base + t);  // cast-align: t % 64 == 0 (checked above)
+}
+[[noreturn]] void throw_bad_directory(const Heap& h) {
+  const HeapControl& c = *h.control();
+  throw Error(Errc::corrupt, "named-object directory of segment " + h.segment().name() +
+                                 " is damaged (table offset " +
+                                 std::to_string(c.dir_table.load(std::memory_order_relaxed)) + ", capacity " +
+                                 std::to_string(c.dir_capacity.load(std::memory_order_relaxed)) +
+                                 " do not describe a live block); run `shmkit verify` on it");
 }
 }  // namespace
 
@@ -1214,7 +1360,8 @@ void Heap::repair_directory() noexcept {
   ctl_->dir_log.op.store(op_none, std::memory_order_relaxed);
   ctl_->dir_old_table.store(0, std::memory_order_relaxed);  // (a torn swap leaks the old table)
   u64 cap = 0;
-  DirEntry* t = dir_entries(base_, *ctl_, cap);
+  bool bad = false;
+  DirEntry* t = dir_entries(e, cap, bad);  // a damaged table is left alone (verify reports it)
   for (u64 i = 0; t != nullptr && i < cap; ++i) {
     DirEntry& d = t[i];
     u64 st = d.state.load(std::memory_order_acquire);
@@ -1244,7 +1391,9 @@ void* Heap::named_get(std::string_view name, std::size_t size, std::size_t align
     ~Unlock() { l.unlock(); }
   } unlock_dir{ctl_->dir_lock};
   u64 cap = 0;
-  DirEntry* t = dir_entries(base_, *ctl_, cap);
+  bool bad = false;
+  DirEntry* t = dir_entries(e, cap, bad);
+  if (bad) throw_bad_directory(*this);
   DirEntry* empty = nullptr;
   for (u64 i = 0; t != nullptr && i < cap; ++i) {
     DirEntry& d = t[i];
@@ -1329,7 +1478,9 @@ bool Heap::named_destroy(std::string_view name, std::size_t size, std::uint64_t 
     ~Unlock() { l.unlock(); }
   } unlock_dir{ctl_->dir_lock};
   u64 cap = 0;
-  DirEntry* t = dir_entries(base_, *ctl_, cap);
+  bool bad = false;
+  DirEntry* t = dir_entries(e, cap, bad);
+  if (bad) throw_bad_directory(*this);
   for (u64 i = 0; t != nullptr && i < cap; ++i) {
     DirEntry& d = t[i];
     if (d.state.load(std::memory_order_acquire) != dir_ready || d.name_len != name.size() ||
@@ -1355,11 +1506,13 @@ std::vector<std::string> Heap::names() {
     throw Error(Errc::not_recoverable, "named object directory: its lock is not recoverable");
   std::vector<std::string> out;
   u64 cap = 0;
-  DirEntry* t = dir_entries(base_, *ctl_, cap);
+  bool bad = false;
+  DirEntry* t = dir_entries(e, cap, bad);
   for (u64 i = 0; t != nullptr && i < cap; ++i)
     if (t[i].state.load(std::memory_order_acquire) == dir_ready)
       out.emplace_back(t[i].name, std::min<std::size_t>(t[i].name_len, kMaxName));
   ctl_->dir_lock.unlock();
+  if (bad) throw_bad_directory(*this);
   return out;
 }
 
@@ -1477,9 +1630,13 @@ static void walk_heap(Heap& heap, Heap::Engine& e, std::vector<VerifyFinding>* f
     if (!seen.count(off)) wk.add(off, "free chunk of " + std::to_string(sz) + " bytes is on no bin list (lost)");
   // central lists and caches
   std::unordered_set<u64> pendings;
-  for (auto& slot : c.caches) {
-    u64 p = slot.pending.load(std::memory_order_acquire);
-    if (p != 0) pendings.insert(p);
+  for (int i = 0; i < kCacheSlots; ++i) {
+    u64 p = c.caches[i].pending.load(std::memory_order_acquire);
+    if (p == 0) continue;
+    pendings.insert(p);
+    // The chunk a cache owner was moving is always a chunk of the walk (cached, used or owned).
+    if (!e.valid_chunk(p))
+      wk.add(p, "cache " + std::to_string(i) + ": pending chunk " + std::to_string(p) + " is not a chunk");
   }
   auto walk_list = [&](u64 head, int k, const std::string& what, u64 expect_count, bool check_count) -> u64 {
     u64 n = head, cnt = 0;
@@ -1573,10 +1730,21 @@ std::vector<VerifyFinding> Heap::verify(VerifyMode mode) {
   // directory
   if (e.lock(ctl_->dir_lock, [&] { repair_directory(); })) {
     u64 cap = 0;
-    DirEntry* t = dir_entries(base_, *ctl_, cap);
+    bool bad = false;
+    DirEntry* t = dir_entries(e, cap, bad);
+    if (bad)
+      f.push_back({ctl_->dir_table.load(std::memory_order_relaxed),
+                   "named-object directory table (offset " + std::to_string(ctl_->dir_table.load(std::memory_order_relaxed)) +
+                       ", capacity " + std::to_string(ctl_->dir_capacity.load(std::memory_order_relaxed)) +
+                       ") is not a live block of the arena"});
+    const u64 lim = e.limit();
     for (u64 i = 0; t != nullptr && i < cap; ++i) {
       if (t[i].state.load(std::memory_order_relaxed) != dir_ready) continue;
-      if (!owns(base_ + t[i].object)) f.push_back({t[i].object, "named object '" + std::string(t[i].name) + "' is not a live block"});
+      // The name field may be unterminated: never read past it.
+      const std::string nm(t[i].name, strnlen(t[i].name, sizeof t[i].name));
+      const u64 obj = t[i].object;
+      if (obj < ctl_->arena_begin + kHeaderSize || obj >= lim || !owns(base_ + obj))
+        f.push_back({obj, "named object '" + nm + "' is not a live block"});
     }
     ctl_->dir_lock.unlock();
   } else {
@@ -1589,7 +1757,11 @@ HeapStats Heap::stats() {
   Engine e(*this);
   HeapStats s;
   walk_heap(*this, e, nullptr, &s, true);
-  s.named_objects = names().size();
+  try {
+    s.named_objects = names().size();
+  } catch (const Error&) {
+    s.named_objects = 0;  // a damaged directory: verify() reports it
+  }
   return s;
 }
 
