@@ -1165,11 +1165,12 @@ Heap& Heap::attach(Segment& seg) {
     seg.admin_lock().unlock();
   }
   u64 off = root.load(std::memory_order_acquire);
-  auto* ctl = static_cast<HeapControl*>(seg.pointer_at(off, sizeof(HeapControl)));
+  // A misaligned root is refused before the block is read through it.
+  auto* ctl = off % 64 != 0 ? nullptr : static_cast<HeapControl*>(seg.pointer_at(off, sizeof(HeapControl)));
   // Every control-block field the engine uses as an offset is checked here once (issue 10);
   // the engine's bounds checks compare against arena_begin and top.
   const u64 top = ctl == nullptr ? 0 : ctl->top.load(std::memory_order_acquire);
-  if (ctl == nullptr || off % 64 != 0 || ctl->magic != kHeapMagic || ctl->version != kHeapVersion ||
+  if (ctl == nullptr || ctl->magic != kHeapMagic || ctl->version != kHeapVersion ||
       ctl->control_size != sizeof(HeapControl) || ctl->arena_begin < off + sizeof(HeapControl) ||
       ctl->arena_begin % 16 != 0 || ctl->arena_begin > seg.size() || top % 16 != 0 ||
       top < ctl->arena_begin || top > seg.size())

@@ -243,13 +243,9 @@ bool skip_known_bugs() {
 // Cases that crash (or hang) something on the tree as of this commit; see the report. Kept here so
 // the test names say BUG_ and the list shrinks as fixes land.
 bool known_bug(const std::string& name) {
-  static const std::vector<std::string> bugs = {
-      "class_head_wild",         // user process SIGSEGV: central-list head used unchecked (allocate)
-      "cache_slot_pending_wild",  // verify reports nothing for a pending chunk that is no chunk
-      "dir_table_wild",          // info, verify and user process SIGSEGV: dir_table unchecked
-      "dir_table_misaligned",    // verify reports nothing; entries read misaligned
-      "dir_capacity_huge",       // info, verify and user process SIGBUS: dir_capacity unchecked
-  };
+  // (class_head_wild, cache_slot_pending_wild, dir_table_wild, dir_table_misaligned and
+  // dir_capacity_huge were fixed by the heap's issue-10 bounds checks.)
+  static const std::vector<std::string> bugs = {};
   for (auto& b : bugs)
     if (b == name) return true;
   return false;
