@@ -332,11 +332,16 @@ struct Heap::Engine {
     int i = bin_index(s);
     u64 n = next(ch).load(std::memory_order_relaxed);
     u64 p = prev(ch).load(std::memory_order_relaxed);
-    u64 lim = limit();
-    if ((n != 0 && !readable(n, lim)) || (p != 0 && !readable(p, lim)) ||
-        (p == 0 && c.bin_head[i].load(std::memory_order_relaxed) != ch)) {
-      // A damaged link: ch cannot be unlinked safely. Drop the whole list (ch is being taken off
-      // it anyway); the other chunks on it are lost until a verify reports them.
+    // Both neighbours must link back to ch (the links are in the segment, so they are checked
+    // before they are followed or written). Otherwise ch cannot be unlinked safely: the whole
+    // list is dropped (ch is being taken off it anyway; the other chunks on it are lost until a
+    // verify reports them) — a chunk still reachable from a list after it was handed out would
+    // be handed out twice. This also covers ch being on no list (one drop_bin dropped earlier).
+    const u64 lim = limit();
+    const bool back_ok = p == 0 ? c.bin_head[i].load(std::memory_order_relaxed) == ch
+                                : readable(p, lim) && next(p).load(std::memory_order_relaxed) == ch;
+    const bool fwd_ok = n == 0 || (readable(n, lim) && prev(n).load(std::memory_order_relaxed) == ch);
+    if (!back_ok || !fwd_ok) [[unlikely]] {
       drop_bin(i);
       return;
     }
