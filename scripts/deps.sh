@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages shmkit needs, when any is missing (apt-get; needs root or sudo).
 set -euo pipefail
-pkgs=(build-essential cmake ninja-build pkg-config libboost-dev liburing-dev libspdlog-dev libfmt-dev
+pkgs=(build-essential cmake ninja-build pkg-config doxygen libboost-dev liburing-dev libspdlog-dev libfmt-dev
       libgtest-dev libgmock-dev libbenchmark-dev)
 missing=()
 for p in "${pkgs[@]}"; do
