@@ -279,10 +279,13 @@ struct Heap::Engine {
     u64 s = word_size(w);
     return word_check_ok(off, w) && s >= kMinChunk && s <= lim - off;
   }
-  // A chunk of class size cs in state cached (on a central list or a cache bin).
-  bool cached_ok(u64 off, u64 cs) const noexcept {
-    return readable(off) && word(off).load(std::memory_order_relaxed) == make_word(off, cs, st_cached);
+  // A chunk of class size cs in state cached (on a central list or a cache bin), lying below lim
+  // whole (it may be handed to a user, who writes all of it).
+  bool cached_ok(u64 off, u64 cs, u64 lim) const noexcept {
+    return readable(off, lim) && cs <= lim - off &&
+           word(off).load(std::memory_order_relaxed) == make_word(off, cs, st_cached);
   }
+  bool cached_ok(u64 off, u64 cs) const noexcept { return cached_ok(off, cs, limit()); }
   // An arena-free chunk of at least `need` bytes that a bin list may name: its word says free, and
   // a chunk follows it below top (INVARIANT3), so its end's boundary tag and the next header can
   // be written and read.
@@ -725,9 +728,10 @@ struct Heap::Engine {
       // Only valid chunks go to the central list: the walk stops before a damaged link, which
       // stays in the bin (the next pop drops it).
       u64 last = head, got = 1;
+      const u64 lim = limit();
       while (got < count) {
         u64 nx = next(last).load(std::memory_order_relaxed);
-        if (nx == 0 || !cached_ok(nx, cs)) break;
+        if (nx == 0 || !cached_ok(nx, cs, lim)) break;
         last = nx;
         ++got;
       }
@@ -803,10 +807,10 @@ struct Heap::Engine {
             u64 ch = bin.head.load(std::memory_order_relaxed);
             if (ch != 0) [[likely]] {
               // Hostile segments: the head (a link written into a chunk) is checked before the
-              // chunk word is read through it. Compares only, no sum that could wrap; top was
-              // checked against the segment's size at attach.
+              // chunk word is read through it, and the whole chunk (handed to the user) lies below top.
+              // Compares only, no sum that could wrap; top was checked against the size at attach.
               const u64 top = c.top.load(std::memory_order_relaxed);  // relaxed: a bound only
-              u64 w = ch % 16 == 0 && ch >= c.arena_begin && ch < top && top - ch >= kMinChunk
+              u64 w = ch % 16 == 0 && ch >= c.arena_begin && ch < top && top - ch >= s
                           ? word(ch).load(std::memory_order_relaxed)
                           : 0;
               if (w != make_word(ch, s, st_cached)) [[unlikely]] {
@@ -1022,8 +1026,9 @@ void Heap::Engine::release_slot(CacheSlot* s) noexcept {
     u64 head = bin.head.load(std::memory_order_relaxed);
     u64 cs = class_size(k);
     u64 last = 0, got = 0;
+    const u64 lim = limit();
     for (u64 ch = head; ch != 0 && got < kMaxBatch;) {
-      if (!valid_chunk(ch) || word(ch).load(std::memory_order_relaxed) != make_word(ch, cs, st_cached)) {
+      if (!cached_ok(ch, cs, lim)) {
         c.errors.fetch_add(1, std::memory_order_relaxed);
         break;
       }
