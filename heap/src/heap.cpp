@@ -189,10 +189,12 @@ struct Heap::Engine {
   template <int N>
   void rollback(UndoLog<N>& log) noexcept {
     u32 n = std::min<u32>(log.count.load(std::memory_order_acquire), N);
-    u64 size = seg_size();
+    // Logged words lie in the control block or the arena: an entry naming anything else (or a
+    // sum that would wrap) is refused, not written.
+    const u64 size = seg_size(), lo = off_of(&c);
     for (u32 i = n; i-- > 0;) {
       u64 off = log.e[i].off;
-      if (off % 8 != 0 || off + 8 > size) {
+      if (off % 8 != 0 || off < lo || size < 8 || off > size - 8) {
         h.ctl_->errors.fetch_add(1, std::memory_order_relaxed);
         continue;  // a torn entry can only be the last one, whose word was not written yet
       }
