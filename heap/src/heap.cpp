@@ -727,13 +727,14 @@ struct Heap::Engine {
         unlock(cc.lock);
         return;
       }
-      // Only valid chunks go to the central list: the walk stops before a damaged link, which
-      // stays in the bin (the next pop drops it).
+      // The walk follows only links it can read through and stops before a damaged one, which
+      // stays in the bin (the next pop drops it). The chunks' words are not read here (a cache
+      // miss each): every consumer of a central list checks a chunk before using it.
       u64 last = head, got = 1;
       const u64 lim = limit();
       while (got < count) {
         u64 nx = next(last).load(std::memory_order_relaxed);
-        if (nx == 0 || !cached_ok(nx, cs, lim)) break;
+        if (nx == 0 || !readable(nx, lim)) break;
         last = nx;
         ++got;
       }
