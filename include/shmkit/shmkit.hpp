@@ -1,10 +1,10 @@
-// <shmkit/shmkit.hpp>: everything shmkit offers, in one include.
-//
-//   segment       <shmkit/shm/segment.hpp>        fixed-address shared mapping, OffsetPtr
-//   locks         <shmkit/locks/*.hpp>            Lock, RLock, Condition, Semaphore (owner-death safe)
-//   heap          <shmkit/heap/*.hpp>             Heap, Allocator<T>, named objects
-//   transports    <shmkit/transport/*.hpp>        wire format, agent, socket / vm / io_uring transports
-//   channels      <shmkit/transport/channel.hpp>, queue.hpp, pool.hpp
+/// <shmkit/shmkit.hpp>: everything shmkit offers, in one include.
+///
+///   segment       <shmkit/shm/segment.hpp>        fixed-address shared mapping, OffsetPtr
+///   locks         <shmkit/locks/*.hpp>            Lock, RLock, Condition, Semaphore (owner-death safe)
+///   heap          <shmkit/heap/*.hpp>             Heap, Allocator<T>, named objects
+///   transports    <shmkit/transport/*.hpp>        wire format, agent, socket / vm / io_uring transports
+///   channels      <shmkit/transport/channel.hpp>, queue.hpp, pool.hpp
 #pragma once
 
 #include "shmkit/sys/error.hpp"

@@ -1,19 +1,19 @@
-// Allocators over a shmkit::Heap.
-//
-//  * Allocator<T>        — for standard containers (vector, basic_string, map, unordered_map) that
-//                          live in the segment and are used by processes mapped AT HOME (the
-//                          segment's recorded base): the container holds raw pointers, which are
-//                          the same in every such process. The allocator itself stores the heap's
-//                          control-block address (also a home address), so it can be stored in
-//                          the segment and used by any attached process.
-//  * OffsetAllocator<T>  — pointer type boost::interprocess::offset_ptr<T>, for processes that had
-//                          to relocate: Boost.Interprocess containers (boost::interprocess::vector,
-//                          map, basic_string...) accept it and store only self-relative offsets.
-//  * HeapResource        — a std::pmr::memory_resource over a Heap (a process-local object: it has
-//                          a vtable, so a pmr container using it is usable from this process only).
-//
-// Allocation failure throws std::bad_alloc (the containers' contract). A deallocate of a pointer
-// the heap does not recognise is reported (logged; counted in HeapStats::errors) — never ignored.
+/// Allocators over a shmkit::Heap.
+///
+///  * Allocator<T>        — for standard containers (vector, basic_string, map, unordered_map) that
+///                          live in the segment and are used by processes mapped AT HOME (the
+///                          segment's recorded base): the container holds raw pointers, which are
+///                          the same in every such process. The allocator itself stores the heap's
+///                          control-block address (also a home address), so it can be stored in
+///                          the segment and used by any attached process.
+///  * OffsetAllocator<T>  — pointer type boost::interprocess::offset_ptr<T>, for processes that had
+///                          to relocate: Boost.Interprocess containers (boost::interprocess::vector,
+///                          map, basic_string...) accept it and store only self-relative offsets.
+///  * HeapResource        — a std::pmr::memory_resource over a Heap (a process-local object: it has
+///                          a vtable, so a pmr container using it is usable from this process only).
+///
+/// Allocation failure throws std::bad_alloc (the containers' contract). A deallocate of a pointer
+/// the heap does not recognise is reported (logged; counted in HeapStats::errors) — never ignored.
 #pragma once
 
 #include <boost/interprocess/offset_ptr.hpp>
@@ -29,9 +29,9 @@
 namespace shmkit {
 
 namespace heap_detail {
-// The attached Heap for a control block address in this process (throws when not attached).
+/// The attached Heap for a control block address in this process (throws when not attached).
 Heap& heap_for(const void* control);
-// Reports a failed deallocate (logs; the heap already counted it).
+/// Reports a failed deallocate (logs; the heap already counted it).
 void report_bad_free(HeapStatus s, const void* p) noexcept;
 }  // namespace heap_detail
 

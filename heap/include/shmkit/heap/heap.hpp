@@ -1,46 +1,46 @@
-// Heap: a process-safe free-list heap inside a Segment.
-//
-// Every process that maps the segment can allocate and free; blocks hold ordinary C++ objects at
-// the same address in every process mapped at home (relocated processes use offsets, see
-// allocator.hpp). The structures live in the segment and link by offsets only.
-//
-// Design (details and invariants at the definitions in heap/src/layout.hpp):
-//  * Chunks with a 16-byte header (boundary tag word owned by the arena + a size/state word owned
-//    by the chunk's holder); user memory is 16-aligned; any alignment up to the page size.
-//  * Small chunks (<= 1040 bytes, 64 classes of 16 bytes) go through a per-thread cache kept IN THE
-//    SEGMENT and owned by (tid, start time): no lock and no atomic read-modify-write on the hot
-//    path. A cache refills from / spills to a per-class central list (one lock per class; a stack
-//    of batches, so a refill or a spill is O(1) under the lock), which is filled from the arena
-//    a little at a time. Before the arena would extend into untouched memory, central lists are
-//    given back to it (scavenged, coalescing) until the request fits.
-//  * Large chunks come from the arena: size-binned free lists (exact below 4 KiB, 8 per power of
-//    two above, best fit within a bin), boundary tags, immediate coalescing, one lock. When the
-//    arena is full the heap grows the segment (try_grow) up to its capacity, and only then reports
-//    out-of-memory (after reclaim_dead()).
-//  * Lock order: named-object directory -> class locks (ascending) -> arena -> segment admin lock.
-//    A class lock's repairer repairs the arena first (a scavenge writes central lists in an arena
-//    transaction while holding both).
-//  * Crash recovery: every change made under a heap lock first records the old value of each word
-//    it writes in an undo log beside that lock; a process that acquires the lock and learns that
-//    its owner died rolls the log back (and replays an interrupted free). A cache of a dead thread
-//    is handed back to the central lists (reclaim_dead(), and automatically when a thread looks for
-//    a cache slot); the one chunk a thread may have had in flight is recorded in its cache.
-//  * Owned allocations (opt-in, allocate_owned): freed by reclaim_dead() once their process died.
-//
-// Lifetime: Heap::attach(seg) returns this process's Heap for the mapping (creating the heap in
-// the segment on first use). The Heap uses the Segment object to grow it: call attach(seg) again
-// after moving the Segment object. Heap::detach(seg) before closing the segment gives this
-// process's caches back (a thread's cache also goes back when the thread exits, and a dead
-// process's caches are reclaimed by reclaim_dead(), which every process runs when it needs a
-// cache slot or memory). A segment closed without detach is recognised by the next attach.
-//
-// Usage (the README's):
-//   auto seg = shmkit::Segment::open_or_create("/orders", 256 << 20);
-//   shmkit::Heap& heap = shmkit::Heap::attach(seg);
-//   using OrderMap = std::map<int, Order, std::less<>, shmkit::Allocator<std::pair<const int, Order>>>;
-//   auto* orders = heap.find_or_construct<OrderMap>("orders", shmkit::Allocator<std::pair<const int, Order>>(heap));
-//   auto* lock = heap.find_or_construct<shmkit::Lock>("orders.lock");
-//   { std::lock_guard g(*lock); (*orders)[42] = Order{...}; }
+/// Heap: a process-safe free-list heap inside a Segment.
+///
+/// Every process that maps the segment can allocate and free; blocks hold ordinary C++ objects at
+/// the same address in every process mapped at home (relocated processes use offsets, see
+/// allocator.hpp). The structures live in the segment and link by offsets only.
+///
+/// Design (details and invariants at the definitions in heap/src/layout.hpp):
+///  * Chunks with a 16-byte header (boundary tag word owned by the arena + a size/state word owned
+///    by the chunk's holder); user memory is 16-aligned; any alignment up to the page size.
+///  * Small chunks (<= 1040 bytes, 64 classes of 16 bytes) go through a per-thread cache kept IN THE
+///    SEGMENT and owned by (tid, start time): no lock and no atomic read-modify-write on the hot
+///    path. A cache refills from / spills to a per-class central list (one lock per class; a stack
+///    of batches, so a refill or a spill is O(1) under the lock), which is filled from the arena
+///    a little at a time. Before the arena would extend into untouched memory, central lists are
+///    given back to it (scavenged, coalescing) until the request fits.
+///  * Large chunks come from the arena: size-binned free lists (exact below 4 KiB, 8 per power of
+///    two above, best fit within a bin), boundary tags, immediate coalescing, one lock. When the
+///    arena is full the heap grows the segment (try_grow) up to its capacity, and only then reports
+///    out-of-memory (after reclaim_dead()).
+///  * Lock order: named-object directory -> class locks (ascending) -> arena -> segment admin lock.
+///    A class lock's repairer repairs the arena first (a scavenge writes central lists in an arena
+///    transaction while holding both).
+///  * Crash recovery: every change made under a heap lock first records the old value of each word
+///    it writes in an undo log beside that lock; a process that acquires the lock and learns that
+///    its owner died rolls the log back (and replays an interrupted free). A cache of a dead thread
+///    is handed back to the central lists (reclaim_dead(), and automatically when a thread looks for
+///    a cache slot); the one chunk a thread may have had in flight is recorded in its cache.
+///  * Owned allocations (opt-in, allocate_owned): freed by reclaim_dead() once their process died.
+///
+/// Lifetime: Heap::attach(seg) returns this process's Heap for the mapping (creating the heap in
+/// the segment on first use). The Heap uses the Segment object to grow it: call attach(seg) again
+/// after moving the Segment object. Heap::detach(seg) before closing the segment gives this
+/// process's caches back (a thread's cache also goes back when the thread exits, and a dead
+/// process's caches are reclaimed by reclaim_dead(), which every process runs when it needs a
+/// cache slot or memory). A segment closed without detach is recognised by the next attach.
+///
+/// Usage (the README's):
+///   auto seg = shmkit::Segment::open_or_create("/orders", 256 << 20);
+///   shmkit::Heap& heap = shmkit::Heap::attach(seg);
+///   using OrderMap = std::map<int, Order, std::less<>, shmkit::Allocator<std::pair<const int, Order>>>;
+///   auto* orders = heap.find_or_construct<OrderMap>("orders", shmkit::Allocator<std::pair<const int, Order>>(heap));
+///   auto* lock = heap.find_or_construct<shmkit::Lock>("orders.lock");
+///   { std::lock_guard g(*lock); (*orders)[42] = Order{...}; }
 #pragma once
 
 #include <cstddef>
@@ -58,8 +58,8 @@ namespace shmkit {
 class Segment;
 struct HeapControl;  // the shared control block (heap/src/layout.hpp)
 
-// Result of deallocate(): a double free or a pointer that did not come from this heap is an error
-// the caller learns about, never silently accepted.
+/// Result of deallocate(): a double free or a pointer that did not come from this heap is an error
+/// the caller learns about, never silently accepted.
 enum class HeapStatus {
   ok = 0,
   null_pointer,     // deallocate(nullptr): accepted and ignored (like free(NULL)) — returned for info
@@ -102,36 +102,36 @@ struct HeapStats {
 
 class Heap {
  public:
-  // This process's Heap for the mapping of `seg`, creating the heap in the segment if it has none
-  // yet (race-free: under the segment's admin lock). Throws shmkit::Error (corrupt) when the
-  // segment's heap root does not hold a valid control block.
+  /// This process's Heap for the mapping of `seg`, creating the heap in the segment if it has none
+  /// yet (race-free: under the segment's admin lock). Throws shmkit::Error (corrupt) when the
+  /// segment's heap root does not hold a valid control block.
   static Heap& attach(Segment& seg);
-  // The attached Heap whose segment contains `p` (a block, a control block, any address in a
-  // mapping); nullptr when none. Used by the allocators.
+  /// The attached Heap whose segment contains `p` (a block, a control block, any address in a
+  /// mapping); nullptr when none. Used by the allocators.
   static Heap* find_attached(const void* p) noexcept;
-  // Gives back this process's caches for seg and forgets the Heap. No thread may be using it.
+  /// Gives back this process's caches for seg and forgets the Heap. No thread may be using it.
   static void detach(Segment& seg) noexcept;
 
   Heap(const Heap&) = delete;
   Heap& operator=(const Heap&) = delete;
 
-  // -- allocation (hot paths: noexcept) --
-  // nullptr when out of memory (after growing the segment to its capacity) or align is not a
-  // power of two <= the page size.
+  /// -- allocation (hot paths: noexcept) --
+  /// nullptr when out of memory (after growing the segment to its capacity) or align is not a
+  /// power of two <= the page size.
   void* allocate(std::size_t n, std::size_t align = 16) noexcept;
-  // As allocate, but the block is owned by this process: reclaim_dead() frees it once this process
-  // has died.
+  /// As allocate, but the block is owned by this process: reclaim_dead() frees it once this process
+  /// has died.
   void* allocate_owned(std::size_t n, std::size_t align = 16) noexcept;
   [[nodiscard]] HeapStatus deallocate(void* p) noexcept;
-  // realloc semantics: nullptr p allocates; on failure returns nullptr and p stays valid. A p that
-  // is not a live block returns nullptr and counts an error.
+  /// realloc semantics: nullptr p allocates; on failure returns nullptr and p stays valid. A p that
+  /// is not a live block returns nullptr and counts an error.
   void* reallocate(void* p, std::size_t n) noexcept;
-  // Bytes usable at p (>= the size asked for); 0 for a pointer that is not a live block.
+  /// Bytes usable at p (>= the size asked for); 0 for a pointer that is not a live block.
   std::size_t usable_size(const void* p) const noexcept;
-  // True when p is a live block of this heap.
+  /// True when p is a live block of this heap.
   bool owns(const void* p) const noexcept;
 
-  // -- named objects --
+  /// -- named objects --
   template <class T, class... Args>
   T* find_or_construct(std::string_view name, Args&&... args);
   template <class T>
@@ -140,15 +140,15 @@ class Heap {
   bool destroy(std::string_view name);  // runs ~T and frees; false when absent
   std::vector<std::string> names();
 
-  // -- recovery and checks --
-  // Gives back caches of dead threads and frees owned blocks of dead processes; returns how many
-  // caches + blocks it reclaimed.
+  /// -- recovery and checks --
+  /// Gives back caches of dead threads and frees owned blocks of dead processes; returns how many
+  /// caches + blocks it reclaimed.
   std::size_t reclaim_dead() noexcept;
-  // Walks every chunk, free list, central list and cache; one finding per inconsistency.
-  // quiescent: exact, for when no other thread or process is allocating (every cached chunk must
-  // be on exactly one list). live: for a segment in use (`shmkit verify`): the caches of other
-  // live threads change without a lock, so they are followed without findings and a cached chunk
-  // on no list is not reported (it may be in flight); all locked structures are still exact.
+  /// Walks every chunk, free list, central list and cache; one finding per inconsistency.
+  /// quiescent: exact, for when no other thread or process is allocating (every cached chunk must
+  /// be on exactly one list). live: for a segment in use (`shmkit verify`): the caches of other
+  /// live threads change without a lock, so they are followed without findings and a cached chunk
+  /// on no list is not reported (it may be in flight); all locked structures are still exact.
   std::vector<VerifyFinding> verify(VerifyMode mode = VerifyMode::quiescent);
   HeapStats stats();
 
@@ -156,14 +156,14 @@ class Heap {
   HeapControl* control() const noexcept { return ctl_; }
   std::byte* base() const noexcept { return base_; }
 
-  // Type identity used by the named-object directory: size + hash of the type's mangled name.
+  /// Type identity used by the named-object directory: size + hash of the type's mangled name.
   template <class T>
   static std::uint64_t type_hash() noexcept {
     return hash_type(typeid(T).name(), sizeof(T), alignof(T));
   }
   static std::uint64_t hash_type(const char* name, std::size_t size, std::size_t align) noexcept;
 
-  // Private engine (heap.cpp); public only so the allocators and the engine's helpers reach it.
+  /// Private engine (heap.cpp); public only so the allocators and the engine's helpers reach it.
   struct Engine;
   struct ProcState;
   explicit Heap(Segment& seg, HeapControl* ctl);

@@ -1,12 +1,12 @@
-// shmkit::Semaphore: a counting semaphore on a process-shared futex, for queues and pools.
-//
-// post() adds to the count and wakes sleepers; wait() takes one unit, sleeping while the count is
-// 0. Uncontended post and wait are one atomic RMW each and make no system call when nobody sleeps.
-// A semaphore has no owner, so there is no owner-death handling: a process that dies after wait()
-// and before the matching post() takes its unit with it (the data structure using the semaphore
-// must account for that, e.g. by reclaiming slots of dead processes). A process that dies while
-// asleep in wait() only leaves waiters_ too high (one needless futex_wake per later post).
-// All-zero bytes == a semaphore with count 0.
+/// shmkit::Semaphore: a counting semaphore on a process-shared futex, for queues and pools.
+///
+/// post() adds to the count and wakes sleepers; wait() takes one unit, sleeping while the count is
+/// 0. Uncontended post and wait are one atomic RMW each and make no system call when nobody sleeps.
+/// A semaphore has no owner, so there is no owner-death handling: a process that dies after wait()
+/// and before the matching post() takes its unit with it (the data structure using the semaphore
+/// must account for that, e.g. by reclaiming slots of dead processes). A process that dies while
+/// asleep in wait() only leaves waiters_ too high (one needless futex_wake per later post).
+/// All-zero bytes == a semaphore with count 0.
 #pragma once
 
 #include <atomic>
@@ -28,23 +28,23 @@ class Semaphore {
   Semaphore(const Semaphore&) = delete;
   Semaphore& operator=(const Semaphore&) = delete;
 
-  // Adds n units and wakes up to n sleepers. Throws Error{Errc::invalid_argument} (and adds
-  // nothing) if the count would exceed kMaxValue.
+  /// Adds n units and wakes up to n sleepers. Throws Error{Errc::invalid_argument} (and adds
+  /// nothing) if the count would exceed kMaxValue.
   void post(std::uint32_t n = 1);
 
-  // Takes one unit if the count is not 0; never sleeps.
+  /// Takes one unit if the count is not 0; never sleeps.
   [[nodiscard]] bool try_wait() noexcept {
     std::uint32_t v = value_.load(std::memory_order_relaxed);
     while (v != 0) {
-      // acquire: pairs with post()'s release, so what the poster wrote before posting is visible.
+      /// acquire: pairs with post()'s release, so what the poster wrote before posting is visible.
       if (value_.compare_exchange_weak(v, v - 1, std::memory_order_acquire, std::memory_order_relaxed))
         return true;
     }
     return false;
   }
-  // Takes one unit, sleeping while the count is 0.
+  /// Takes one unit, sleeping while the count is 0.
   void wait() noexcept { (void)wait_until(sys::kNoDeadline); }
-  // Takes one unit, sleeping until `deadline` at most; false when it passed with the count at 0.
+  /// Takes one unit, sleeping until `deadline` at most; false when it passed with the count at 0.
   [[nodiscard]] bool wait_until(sys::Deadline deadline) noexcept {
     if (try_wait()) [[likely]] return true;
     return wait_slow(deadline);
@@ -58,7 +58,7 @@ class Semaphore {
     return wait_until(locks_detail::deadline_at(tp));
   }
 
-  // The count now (a snapshot; for diagnostics and tests).
+  /// The count now (a snapshot; for diagnostics and tests).
   std::uint32_t value() const noexcept { return value_.load(std::memory_order_relaxed); }
 
  private:

@@ -1,10 +1,10 @@
-// OffsetPtr<T>: a pointer stored as the distance from its own address to the target (iceoryx's
-// relative pointer, Boost.Interprocess's offset_ptr). It stays valid when the segment is mapped at
-// another base in another process, because both the pointer and its target move together.
-//
-// Encoding: diff == 1 means null (1 can never be a valid distance to a T aligned to >= 2 that is
-// not the pointer itself... and a T at this+1 is not representable for alignof(T) > 1); any other
-// value v means target = (char*)this + v. Copying an OffsetPtr recomputes the distance.
+/// OffsetPtr<T>: a pointer stored as the distance from its own address to the target (iceoryx's
+/// relative pointer, Boost.Interprocess's offset_ptr). It stays valid when the segment is mapped at
+/// another base in another process, because both the pointer and its target move together.
+///
+/// Encoding: diff == 1 means null (1 can never be a valid distance to a T aligned to >= 2 that is
+/// not the pointer itself... and a T at this+1 is not representable for alignof(T) > 1); any other
+/// value v means target = (char*)this + v. Copying an OffsetPtr recomputes the distance.
 #pragma once
 
 #include <cstddef>

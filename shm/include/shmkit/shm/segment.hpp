@@ -1,32 +1,32 @@
-// Segment: one shared mapping that several processes attach to, placed at the same fixed address
-// in every process so raw pointers into it mean the same thing everywhere.
-//
-// Lifecycle
-//  * create(name, size)          — a new file /dev/shm/NAME (O_EXCL); fails if it exists.
-//  * open(name)                  — an existing segment; waits (bounded by open_timeout) for a
-//                                  creator that is still initialising it.
-//  * open_or_create(name, size)  — race-free: of many racing processes exactly one initialises
-//                                  and the others wait for it (serialised by flock on the file).
-//  * create_anonymous(size)      — a memfd, for fork-based use (children inherit the mapping).
-//  * adopt(fd)                   — a segment fd received from another process (receive_fd()).
-//  A creator that dies while initialising leaves the state word at `initialising` and releases its
-//  flock: open() then fails with Errc::owner_dead within open_timeout; open_or_create()
-//  initialises the segment again (it is empty: nobody can have used it).
-//
-// Fixed address. The creator picks the base (SegmentOptions::base, or by default a slot derived
-// from the name in [kBaseWindowLow, kBaseWindowHigh), a window programs leave empty), maps with
-// MAP_FIXED_NOREPLACE and records it in the header. An opener whose range is taken gets
-// Errc::address_in_use naming the occupant (from /proc/self/maps), or with
-// Relocate::allowed a mapping elsewhere, reported by at_home() == false. shmkit's own structures
-// store offsets only, so they work in a relocated mapping; user raw pointers do not.
-//
-// Growth without remapping. The whole capacity is reserved and the file is mapped across it at
-// once; size() bytes are backed. grow() extends (fallocate) the file under the admin lock and
-// publishes the new size; every attached process sees the new bytes at once. Bytes past size()
-// must not be touched (SIGBUS): shmkit checks against size() before every access.
-//
-// Thread safety: a Segment object may be used from several threads; grow() and the attach table
-// are serialised by the admin lock in the header.
+/// Segment: one shared mapping that several processes attach to, placed at the same fixed address
+/// in every process so raw pointers into it mean the same thing everywhere.
+///
+/// Lifecycle
+///  * create(name, size)          — a new file /dev/shm/NAME (O_EXCL); fails if it exists.
+///  * open(name)                  — an existing segment; waits (bounded by open_timeout) for a
+///                                  creator that is still initialising it.
+///  * open_or_create(name, size)  — race-free: of many racing processes exactly one initialises
+///                                  and the others wait for it (serialised by flock on the file).
+///  * create_anonymous(size)      — a memfd, for fork-based use (children inherit the mapping).
+///  * adopt(fd)                   — a segment fd received from another process (receive_fd()).
+///  A creator that dies while initialising leaves the state word at `initialising` and releases its
+///  flock: open() then fails with Errc::owner_dead within open_timeout; open_or_create()
+///  initialises the segment again (it is empty: nobody can have used it).
+///
+/// Fixed address. The creator picks the base (SegmentOptions::base, or by default a slot derived
+/// from the name in [kBaseWindowLow, kBaseWindowHigh), a window programs leave empty), maps with
+/// MAP_FIXED_NOREPLACE and records it in the header. An opener whose range is taken gets
+/// Errc::address_in_use naming the occupant (from /proc/self/maps), or with
+/// Relocate::allowed a mapping elsewhere, reported by at_home() == false. shmkit's own structures
+/// store offsets only, so they work in a relocated mapping; user raw pointers do not.
+///
+/// Growth without remapping. The whole capacity is reserved and the file is mapped across it at
+/// once; size() bytes are backed. grow() extends (fallocate) the file under the admin lock and
+/// publishes the new size; every attached process sees the new bytes at once. Bytes past size()
+/// must not be touched (SIGBUS): shmkit checks against size() before every access.
+///
+/// Thread safety: a Segment object may be used from several threads; grow() and the attach table
+/// are serialised by the admin lock in the header.
 #pragma once
 
 #include <sys/types.h>
@@ -74,12 +74,12 @@ class Segment {
   static Segment open(std::string_view name, const SegmentOptions& opts = {});
   static Segment open_or_create(std::string_view name, std::size_t size, const SegmentOptions& opts = {});
   static Segment create_anonymous(std::size_t size, const SegmentOptions& opts = {});
-  // Takes ownership of `fd` (a segment's file descriptor), also when it throws.
+  /// Takes ownership of `fd` (a segment's file descriptor), also when it throws.
   static Segment adopt(int fd, const SegmentOptions& opts = {});
-  // Unlinks /dev/shm/NAME; attached processes keep their mappings. Throws not_found if absent.
+  /// Unlinks /dev/shm/NAME; attached processes keep their mappings. Throws not_found if absent.
   static void remove(std::string_view name);
-  // Checks a user-supplied name: "/" followed by 1..250 characters, none of them '/' or NUL.
-  // Returns an empty string when valid, else the reason.
+  /// Checks a user-supplied name: "/" followed by 1..250 characters, none of them '/' or NUL.
+  /// Returns an empty string when valid, else the reason.
   static std::string check_name(std::string_view name);
 
   Segment() = default;
@@ -88,11 +88,11 @@ class Segment {
   Segment(const Segment&) = delete;
   Segment& operator=(const Segment&) = delete;
   ~Segment();
-  // Detaches (clears this process's attach-table entry), unmaps, closes the fd. Idempotent.
+  /// Detaches (clears this process's attach-table entry), unmaps, closes the fd. Idempotent.
   void close() noexcept;
   bool valid() const noexcept { return map_ != nullptr; }
 
-  // -- where it is --
+  /// -- where it is --
   std::byte* base() const noexcept { return map_; }              // in this process
   std::uintptr_t home() const noexcept;                          // recorded in the header
   bool at_home() const noexcept { return reinterpret_cast<std::uintptr_t>(map_) == home(); }
@@ -101,48 +101,48 @@ class Segment {
   int fd() const noexcept { return fd_; }
   const std::string& name() const noexcept { return name_; }     // "" for anonymous/adopted
   SegmentHeader& header() const noexcept { return *reinterpret_cast<SegmentHeader*>(map_); }
-  // The lock that serialises growth and the attach table; also available to modules for rare
-  // administrative work (first-time initialisation of a root structure).
+  /// The lock that serialises growth and the attach table; also available to modules for rare
+  /// administrative work (first-time initialisation of a root structure).
   Lock& admin_lock() const noexcept;
 
-  // Process-local hooks, run when this process's last Segment object for this mapping closes,
-  // before the unmap: a module that keeps per-process state about the mapping (the heap's thread
-  // caches) releases it there, so closing a segment before process exit is always safe.
+  /// Process-local hooks, run when this process's last Segment object for this mapping closes,
+  /// before the unmap: a module that keeps per-process state about the mapping (the heap's thread
+  /// caches) releases it there, so closing a segment before process exit is always safe.
   using CloseHook = void (*)(std::byte* map_base, void* ctx);
   void add_close_hook(CloseHook fn, void* ctx) const;
   void remove_close_hook(void* ctx) const noexcept;
 
-  // -- growth --
-  // Extends the backed size to at least new_size (rounded up to pages). Throws out_of_memory
-  // past capacity or when the file system is full.
+  /// -- growth --
+  /// Extends the backed size to at least new_size (rounded up to pages). Throws out_of_memory
+  /// past capacity or when the file system is full.
   void grow(std::size_t new_size);
-  // Hot-path form: 0, -ENOMEM past capacity, -ENOSPC when /dev/shm is full.
+  /// Hot-path form: 0, -ENOMEM past capacity, -ENOSPC when /dev/shm is full.
   [[nodiscard]] int try_grow(std::size_t new_size) noexcept;
 
-  // -- relative/absolute translation --
+  /// -- relative/absolute translation --
   bool contains(const void* p, std::size_t len = 1) const noexcept {
     auto a = reinterpret_cast<std::uintptr_t>(p), b = reinterpret_cast<std::uintptr_t>(map_);
     return a >= b && len <= size() && a - b <= size() - len;
   }
-  // Precondition: contains(p).
+  /// Precondition: contains(p).
   std::uint64_t offset_of(const void* p) const noexcept {
     return reinterpret_cast<std::uintptr_t>(p) - reinterpret_cast<std::uintptr_t>(map_);
   }
-  // nullptr when [off, off+len) is not inside size().
+  /// nullptr when [off, off+len) is not inside size().
   void* pointer_at(std::uint64_t off, std::size_t len = 1) const noexcept {
     return len <= size() && off <= size() - len ? map_ + off : nullptr;
   }
   template <class T>
   T* at(std::uint64_t off) const noexcept { return static_cast<T*>(pointer_at(off, sizeof(T))); }
-  // Translates a pointer valid at home() (for example one found in user data) into this mapping.
+  /// Translates a pointer valid at home() (for example one found in user data) into this mapping.
   void* from_home(std::uintptr_t home_address) const noexcept {
     return home_address >= home() ? pointer_at(home_address - home()) : nullptr;
   }
 
-  // -- processes --
+  /// -- processes --
   std::vector<AttachedProcess> attached() const;
 
-  // -- fd passing (SCM_RIGHTS over a unix socket) --
+  /// -- fd passing (SCM_RIGHTS over a unix socket) --
   void send_to(int unix_socket) const;     // sends fd()
   static Segment receive_from(int unix_socket, const SegmentOptions& opts = {});
 

@@ -1,20 +1,20 @@
-// The header at offset 0 of every segment. Layout version kLayoutVersion; any change to this file
-// that moves a field bumps it.
-//
-//   offset 0            SegmentHeader (magic, version, geometry, state, roots, admin lock, attach table)
-//   kDataOffset         first byte for modules (the heap places its control block here)
-//   size                end of the backed bytes (grows, under admin_lock, up to capacity)
-//   capacity            end of the reserved, mapped address range
-//
-// Invariants (checked by validate(); an opener refuses a segment that fails them):
-//   INVARIANT1  magic == kMagic && version == kLayoutVersion && header_size == sizeof(SegmentHeader)
-//   INVARIANT2  kDataOffset < size <= capacity <= Segment::kMaxCapacity, all multiples of the page
-//   INVARIANT3  base % page == 0 and [base, base+capacity) lies in the user half of the address space
-//   INVARIANT4  state == ready for every segment an opener maps (initialising only while a creator
-//               holds the file's flock; a dead creator leaves initialising and no flock)
-//   INVARIANT5  an attach entry is free iff pid == 0; a used entry names one process by
-//               (pid, start_time); entries change only under admin_lock.
-//   INVARIANT6  file size >= size (growth extends the file first, then publishes size)
+/// The header at offset 0 of every segment. Layout version kLayoutVersion; any change to this file
+/// that moves a field bumps it.
+///
+///   offset 0            SegmentHeader (magic, version, geometry, state, roots, admin lock, attach table)
+///   kDataOffset         first byte for modules (the heap places its control block here)
+///   size                end of the backed bytes (grows, under admin_lock, up to capacity)
+///   capacity            end of the reserved, mapped address range
+///
+/// Invariants (checked by validate(); an opener refuses a segment that fails them):
+///   INVARIANT1  magic == kMagic && version == kLayoutVersion && header_size == sizeof(SegmentHeader)
+///   INVARIANT2  kDataOffset < size <= capacity <= Segment::kMaxCapacity, all multiples of the page
+///   INVARIANT3  base % page == 0 and [base, base+capacity) lies in the user half of the address space
+///   INVARIANT4  state == ready for every segment an opener maps (initialising only while a creator
+///               holds the file's flock; a dead creator leaves initialising and no flock)
+///   INVARIANT5  an attach entry is free iff pid == 0; a used entry names one process by
+///               (pid, start_time); entries change only under admin_lock.
+///   INVARIANT6  file size >= size (growth extends the file first, then publishes size)
 #pragma once
 
 #include <atomic>
@@ -36,7 +36,7 @@ struct AttachEntry {
 };
 static_assert(sizeof(AttachEntry) == 16);
 
-// Root slots: offsets (from the segment base) of the modules' root structures; 0 = none yet.
+/// Root slots: offsets (from the segment base) of the modules' root structures; 0 = none yet.
 enum class RootSlot : unsigned { heap = 0, directory = 1, user0 = 4, count = 8 };
 
 struct SegmentHeader {

@@ -1,12 +1,12 @@
-// shmkit's one error model.
-//
-//  * Set-up and administrative calls (create/open a segment, construct a heap, connect a
-//    transport, parse a command line) throw shmkit::Error: an Errc that code can branch on, the
-//    errno that caused it (0 when none did) and a message a person can act on ("segment /orders:
-//    base 0x200000000000 is taken by [heap] in this process; pass Relocate::allowed ...").
-//  * Hot paths (lock, allocate, push/pop, transport requests) are noexcept and return a status
-//    value: an enum, or -errno from the syscall layer. A dead lock owner is its own result value
-//    (LockResult::owner_died), never an exception.
+/// shmkit's one error model.
+///
+///  * Set-up and administrative calls (create/open a segment, construct a heap, connect a
+///    transport, parse a command line) throw shmkit::Error: an Errc that code can branch on, the
+///    errno that caused it (0 when none did) and a message a person can act on ("segment /orders:
+///    base 0x200000000000 is taken by [heap] in this process; pass Relocate::allowed ...").
+///  * Hot paths (lock, allocate, push/pop, transport requests) are noexcept and return a status
+///    value: an enum, or -errno from the syscall layer. A dead lock owner is its own result value
+///    (LockResult::owner_died), never an exception.
 #pragma once
 
 #include <cerrno>
@@ -49,10 +49,10 @@ class Error : public std::runtime_error {
   int sys_errno_;
 };
 
-// Maps an errno value to the Errc it most likely means (ENOENT -> not_found, ...).
+/// Maps an errno value to the Errc it most likely means (ENOENT -> not_found, ...).
 Errc errc_from_errno(int err) noexcept;
 
-// Throws Error{errc_from_errno(err), what + ": " + strerror(err), err}.
+/// Throws Error{errc_from_errno(err), what + ": " + strerror(err), err}.
 [[noreturn]] void throw_errno(const std::string& what, int err);
 
 }  // namespace shmkit

@@ -1,9 +1,9 @@
-// The one place where an std::atomic<uint32_t> is handed to the kernel as a futex word
-// (tcmalloc's rule: quarantine the dangerous cast). Every futex call in shmkit goes through here.
-//
-// All operations are process-shared: FUTEX_PRIVATE_FLAG is never used, because the words live in
-// MAP_SHARED segments that other processes map (at the same or at a relocated address; the kernel
-// keys shared futexes by inode+offset, so both work).
+/// The one place where an std::atomic<uint32_t> is handed to the kernel as a futex word
+/// (tcmalloc's rule: quarantine the dangerous cast). Every futex call in shmkit goes through here.
+///
+/// All operations are process-shared: FUTEX_PRIVATE_FLAG is never used, because the words live in
+/// MAP_SHARED segments that other processes map (at the same or at a relocated address; the kernel
+/// keys shared futexes by inode+offset, so both work).
 #pragma once
 
 #include <linux/futex.h>
@@ -20,8 +20,8 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t),
 static_assert(alignof(std::atomic<std::uint32_t>) == alignof(std::uint32_t));
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
-// The kernel reads and compares-and-writes the same 4 bytes that std::atomic stores in; the
-// static_asserts above are the layout facts this relies on.
+/// The kernel reads and compares-and-writes the same 4 bytes that std::atomic stores in; the
+/// static_asserts above are the layout facts this relies on.
 inline std::uint32_t* futex_address(std::atomic<std::uint32_t>& word) noexcept {
   return reinterpret_cast<std::uint32_t*>(&word);
 }
@@ -33,29 +33,29 @@ enum class FutexResult {
   interrupted,    // EINTR: a signal handler ran; re-check and wait again
 };
 
-// An absolute deadline on CLOCK_MONOTONIC. time_point::max() means "no deadline".
+/// An absolute deadline on CLOCK_MONOTONIC. time_point::max() means "no deadline".
 using Clock = std::chrono::steady_clock;  // steady_clock is CLOCK_MONOTONIC on Linux
 using Deadline = Clock::time_point;
 inline constexpr Deadline kNoDeadline = Deadline::max();
 
-// Sleeps while `word` == expected, until woken or `deadline`. Other errors from the kernel
-// (EFAULT, EINVAL, ENOSYS) are programming errors here and abort with a message.
+/// Sleeps while `word` == expected, until woken or `deadline`. Other errors from the kernel
+/// (EFAULT, EINVAL, ENOSYS) are programming errors here and abort with a message.
 FutexResult futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
                        Deadline deadline = kNoDeadline) noexcept;
 
-// Wakes up to `count` waiters; returns how many were woken.
+/// Wakes up to `count` waiters; returns how many were woken.
 int futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept;
 inline int futex_wake_all(std::atomic<std::uint32_t>& word) noexcept {
   return futex_wake(word, INT32_MAX);
 }
 
-// Raw futex(2) for the lock module's special operations (for example FUTEX_WAKE_OP, or a
-// priority-inheritance op); returns the kernel's result or -errno. FUTEX_PRIVATE_FLAG must not be
-// in `op`.
+/// Raw futex(2) for the lock module's special operations (for example FUTEX_WAKE_OP, or a
+/// priority-inheritance op); returns the kernel's result or -errno. FUTEX_PRIVATE_FLAG must not be
+/// in `op`.
 long futex_raw(std::atomic<std::uint32_t>& word, int op, std::uint32_t val,
                const struct timespec* timeout, std::uint32_t* uaddr2, std::uint32_t val3) noexcept;
 
-// Converts a deadline to the absolute CLOCK_MONOTONIC timespec that FUTEX_WAIT_BITSET takes.
+/// Converts a deadline to the absolute CLOCK_MONOTONIC timespec that FUTEX_WAIT_BITSET takes.
 timespec to_timespec(Deadline deadline) noexcept;
 
 }  // namespace shmkit::sys

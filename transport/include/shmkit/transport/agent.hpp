@@ -1,27 +1,27 @@
-// Agent: serves the memory windows its owner exported to clients connected over stream sockets,
-// speaking memory_protocol.hpp. Runs in the process that owns the memory, either on a thread of
-// its own (start()/stop()) or driven by the caller's loop (serve_once()).
-//
-// Safety: a request is served only when its whole range lies inside ONE exported window with the
-// access it needs; everything else gets an error reply (EFAULT, EACCES). Nothing a peer sends
-// can make the agent touch memory it was not given: every size, count and address is checked
-// before use, frames longer than the negotiated maximum are refused before anything is allocated
-// for them, and control frames (everything but a Write's data) are read into a fixed buffer of
-// kMaxControlFrame bytes.
-//
-// Several clients: one poll() over all client sockets; each client's requests are read with
-// non-blocking receives into that client's own state, so a slow or silent client never blocks the
-// others while its frame is incomplete. Once a request is complete it is served to the end (a
-// read reply is sent whole), bounded by io_timeout: a client that stops reading its reply or
-// stops sending its write data for io_timeout is dropped. A malformed frame gets an Error reply
-// (EPROTO / EBADMSG / EMSGSIZE) and that client alone is closed; the others keep being served.
-//
-// Zero-copy: a window exported with a backing fd (the segment's fd or a memfd mapped MAP_SHARED
-// at `address`, starting at `file_offset`) is served with splice(2) through a pipe: read replies
-// file -> pipe -> socket, write data socket -> pipe -> file, non-blocking, with SplicePipe's order
-// of waits. When splice says EINVAL for a window (its file cannot splice) the agent falls back to
-// plain copies for that window from then on (stats().splice_fallbacks counts it); bytes already
-// in the pipe are not lost. AgentOptions::zero_copy = false turns splicing off altogether.
+/// Agent: serves the memory windows its owner exported to clients connected over stream sockets,
+/// speaking memory_protocol.hpp. Runs in the process that owns the memory, either on a thread of
+/// its own (start()/stop()) or driven by the caller's loop (serve_once()).
+///
+/// Safety: a request is served only when its whole range lies inside ONE exported window with the
+/// access it needs; everything else gets an error reply (EFAULT, EACCES). Nothing a peer sends
+/// can make the agent touch memory it was not given: every size, count and address is checked
+/// before use, frames longer than the negotiated maximum are refused before anything is allocated
+/// for them, and control frames (everything but a Write's data) are read into a fixed buffer of
+/// kMaxControlFrame bytes.
+///
+/// Several clients: one poll() over all client sockets; each client's requests are read with
+/// non-blocking receives into that client's own state, so a slow or silent client never blocks the
+/// others while its frame is incomplete. Once a request is complete it is served to the end (a
+/// read reply is sent whole), bounded by io_timeout: a client that stops reading its reply or
+/// stops sending its write data for io_timeout is dropped. A malformed frame gets an Error reply
+/// (EPROTO / EBADMSG / EMSGSIZE) and that client alone is closed; the others keep being served.
+///
+/// Zero-copy: a window exported with a backing fd (the segment's fd or a memfd mapped MAP_SHARED
+/// at `address`, starting at `file_offset`) is served with splice(2) through a pipe: read replies
+/// file -> pipe -> socket, write data socket -> pipe -> file, non-blocking, with SplicePipe's order
+/// of waits. When splice says EINVAL for a window (its file cannot splice) the agent falls back to
+/// plain copies for that window from then on (stats().splice_fallbacks counts it); bytes already
+/// in the pipe are not lost. AgentOptions::zero_copy = false turns splicing off altogether.
 #pragma once
 
 #include <chrono>
@@ -44,9 +44,9 @@ struct ExportedWindow {
 struct AgentOptions {
   std::uint32_t max_message = wire::kDefaultMaxMessage;
   bool zero_copy = true;                      // splice from/to window fds
-  // The splice pipe. 1 MiB (the default pipe-max-size) moves a 1 MiB reply in one fill and one
-  // or two drains; measured on transport_read_1MiB, 256 KiB costs ~5% more CPU per MiB (four
-  // rounds of syscalls) and 4 MiB ~20% more.
+  /// The splice pipe. 1 MiB (the default pipe-max-size) moves a 1 MiB reply in one fill and one
+  /// or two drains; measured on transport_read_1MiB, 256 KiB costs ~5% more CPU per MiB (four
+  /// rounds of syscalls) and 4 MiB ~20% more.
   std::size_t pipe_capacity = std::size_t{1} << 20;
   std::chrono::milliseconds io_timeout{5000};  // bound on any wait inside one request
   int socket_buffer = 4 << 20;                // SO_SNDBUF/SO_RCVBUF for client sockets; 0: default
@@ -65,7 +65,7 @@ struct AgentStats {
 
 class Agent {
  public:
-  // Frames other than a Write's data must fit this (a Hello with its feature list, requests).
+  /// Frames other than a Write's data must fit this (a Hello with its feature list, requests).
   static constexpr std::uint32_t kMaxControlFrame = 64 * 1024;
 
   explicit Agent(const AgentOptions& opts = {});
@@ -73,31 +73,31 @@ class Agent {
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;
 
-  // Exports a window (thread-safe; clients see it in later Windows replies). Throws
-  // Errc::invalid_argument for an empty, wrapping or overlapping window.
+  /// Exports a window (thread-safe; clients see it in later Windows replies). Throws
+  /// Errc::invalid_argument for an empty, wrapping or overlapping window.
   void export_window(const ExportedWindow& w);
-  // Exports [base, base+size) of a shmkit::Segment (or anything with base()/size()/fd() of the
-  // same meaning), backed by its fd for zero-copy. A template so that this header does not pull
-  // in shm/segment.hpp. The window is the size at export time; export again after grow().
+  /// Exports [base, base+size) of a shmkit::Segment (or anything with base()/size()/fd() of the
+  /// same meaning), backed by its fd for zero-copy. A template so that this header does not pull
+  /// in shm/segment.hpp. The window is the size at export time; export again after grow().
   template <class SegmentLike>
   void export_segment(const SegmentLike& seg, bool writable = true) {
     export_window({seg.base(), seg.size(), writable, seg.fd(), 0});
   }
-  // Removes the window starting at `address`; when this returns no request is touching it any
-  // more (the owner may unmap it). False when there was none.
+  /// Removes the window starting at `address`; when this returns no request is touching it any
+  /// more (the owner may unmap it). False when there was none.
   bool unexport_window(const void* address);
 
-  // Takes ownership of a connected stream socket (set non-blocking here). Thread-safe; wakes the
-  // serving thread. Throws Errc::invalid_argument when fd is not a stream socket.
+  /// Takes ownership of a connected stream socket (set non-blocking here). Thread-safe; wakes the
+  /// serving thread. Throws Errc::invalid_argument when fd is not a stream socket.
   void add_client(int fd);
 
-  // Caller-driven: waits up to timeout_ms (-1 forever) for activity and serves it. Returns the
-  // number of clients still connected.
+  /// Caller-driven: waits up to timeout_ms (-1 forever) for activity and serves it. Returns the
+  /// number of clients still connected.
   std::size_t serve_once(int timeout_ms);
-  // Serves until stop() is called, or (when until_no_clients) until the last client has gone.
+  /// Serves until stop() is called, or (when until_no_clients) until the last client has gone.
   void run(bool until_no_clients = false);
 
-  // A thread of its own running run(false). stop() returns once it has exited.
+  /// A thread of its own running run(false). stop() returns once it has exited.
   void start();
   void stop();
 

@@ -1,40 +1,40 @@
-// Queue: a bounded multi-producer, multi-consumer queue of variable-size messages that lives in
-// shared memory (a segment, or any MAP_SHARED memory that every user maps).
-//
-// Design: a byte ring of records with two monotonic 64-bit byte positions, `tail` (end of the last
-// committed record, advanced only by producers) and `head` (start of the oldest unconsumed record,
-// advanced only by consumers). Producers serialise among themselves with one robust Lock and
-// consumers with another (the two-lock queue of Michael & Scott), so a producer and a consumer never
-// contend for a lock; they meet only at `tail` and `head`. With one producer and one consumer both
-// locks stay uncontended and in their owner's cache.
-//
-// Crash safety. Every operation changes the shared state with exactly one committing store (tail
-// for push, head for pop) made last, while holding its side's lock:
-//   * a producer killed before its commit leaves garbage past `tail` that nobody reads and the next
-//     producer overwrites; killed after it, the message is in the queue (delivered exactly once).
-//   * a consumer killed before its commit leaves the message at `head` for the next consumer;
-//     killed after it, the message was handed to the dead consumer. Pass a PopReceipt (shared
-//     memory) to pop() to make that hand-over observable: the receipt is written inside the same
-//     critical section, and the next consumer that inherits the lock from a dead owner completes
-//     or abandons the pop so that receipt.pos == the message's position iff head moved past it.
-//   * the lock of a dead owner is reported by the next acquirer (LockResult::owner_died), which
-//     re-validates the shared state, finishes the receipt journal, and marks the lock consistent.
-// A message is "completely pushed" when push()/try_push() returned ok: it is then delivered by
-// exactly one pop that returned ok (or, with a receipt, whose receipt names it), or it is still in
-// the queue.
-//
-// Blocking. push/pop spin briefly (adaptively, channel_spin.hpp) and then sleep on a futex word
-// with the deadline. A sleeper arms a flag before it sleeps; a waker that finds it armed clears it
-// and makes the one FUTEX_WAKE, so an operation makes no system call when nobody sleeps and only
-// one per sleep (a count of sleepers would make every operation between the wake and the
-// sleeper's getting the CPU pay a system call; a consumer that pops and sees more messages passes
-// the wake on to the next sleeper). A sleeper killed while armed costs one spurious wake; a second
-// sleeper whose arming was consumed by the first one's wake sleeps until the next arming's wake or
-// its 50 ms slice (latency for that consumer, never a lost message). A producer that finds the
-// queue full waits (spinning, then sleeping) until half the ring (or room for the largest message
-// with its pad, if more) is free, and consumers wake sleeping producers at that point: resuming
-// per popped message would make a full queue cost a cache-line ping-pong, or a sleep and a
-// wake-up, per message.
+/// Queue: a bounded multi-producer, multi-consumer queue of variable-size messages that lives in
+/// shared memory (a segment, or any MAP_SHARED memory that every user maps).
+///
+/// Design: a byte ring of records with two monotonic 64-bit byte positions, `tail` (end of the last
+/// committed record, advanced only by producers) and `head` (start of the oldest unconsumed record,
+/// advanced only by consumers). Producers serialise among themselves with one robust Lock and
+/// consumers with another (the two-lock queue of Michael & Scott), so a producer and a consumer never
+/// contend for a lock; they meet only at `tail` and `head`. With one producer and one consumer both
+/// locks stay uncontended and in their owner's cache.
+///
+/// Crash safety. Every operation changes the shared state with exactly one committing store (tail
+/// for push, head for pop) made last, while holding its side's lock:
+///   * a producer killed before its commit leaves garbage past `tail` that nobody reads and the next
+///     producer overwrites; killed after it, the message is in the queue (delivered exactly once).
+///   * a consumer killed before its commit leaves the message at `head` for the next consumer;
+///     killed after it, the message was handed to the dead consumer. Pass a PopReceipt (shared
+///     memory) to pop() to make that hand-over observable: the receipt is written inside the same
+///     critical section, and the next consumer that inherits the lock from a dead owner completes
+///     or abandons the pop so that receipt.pos == the message's position iff head moved past it.
+///   * the lock of a dead owner is reported by the next acquirer (LockResult::owner_died), which
+///     re-validates the shared state, finishes the receipt journal, and marks the lock consistent.
+/// A message is "completely pushed" when push()/try_push() returned ok: it is then delivered by
+/// exactly one pop that returned ok (or, with a receipt, whose receipt names it), or it is still in
+/// the queue.
+///
+/// Blocking. push/pop spin briefly (adaptively, channel_spin.hpp) and then sleep on a futex word
+/// with the deadline. A sleeper arms a flag before it sleeps; a waker that finds it armed clears it
+/// and makes the one FUTEX_WAKE, so an operation makes no system call when nobody sleeps and only
+/// one per sleep (a count of sleepers would make every operation between the wake and the
+/// sleeper's getting the CPU pay a system call; a consumer that pops and sees more messages passes
+/// the wake on to the next sleeper). A sleeper killed while armed costs one spurious wake; a second
+/// sleeper whose arming was consumed by the first one's wake sleeps until the next arming's wake or
+/// its 50 ms slice (latency for that consumer, never a lost message). A producer that finds the
+/// queue full waits (spinning, then sleeping) until half the ring (or room for the largest message
+/// with its pad, if more) is free, and consumers wake sleeping producers at that point: resuming
+/// per popped message would make a full queue cost a cache-line ping-pong, or a sleep and a
+/// wake-up, per message.
 #pragma once
 
 #include <atomic>
@@ -66,25 +66,25 @@ struct QueueResult {
   std::uint64_t pos = 0;   // the message's position: unique within the queue's life
 };
 
-// Written by pop() inside the consumer's critical section: pos of the last message this receipt's
-// consumer took. Lives in shared memory inside the region passed to Queue::attach/create.
+/// Written by pop() inside the consumer's critical section: pos of the last message this receipt's
+/// consumer took. Lives in shared memory inside the region passed to Queue::attach/create.
 struct PopReceipt {
   std::atomic<std::uint64_t> pos{0};  // 0 = none yet (positions start at capacity > 0)
 };
 static_assert(sizeof(PopReceipt) == 8 && std::atomic<std::uint64_t>::is_always_lock_free);
 
-// The shared control block; the ring follows it at ring_offset. Exposed for static_asserts and
-// tests; use through Queue.
-//
-// INVARIANT1  head <= tail && tail - head <= capacity          (bytes in use never exceed the ring)
-// INVARIANT2  head, tail and capacity are multiples of kRecordAlign (64): records are line-aligned
-// INVARIANT3  every record in [head, tail) has rec.pos == its position, kind ∈ {msg, pad},
-//             round64(16 + len) bytes for a msg (len <= max_message), the rest of the ring's
-//             lap for a pad; records never straddle the ring's end.
-// INVARIANT4  capacity >= 2 * round64(16 + max_message) (a message fits after any pad)
-// INVARIANT5  tail changes only under producer_lock, head and the journal only under consumer_lock;
-//             each is one release store, the last shared write of its operation.
-// INVARIANT6  journal_active == 1 => journal_pos == head and *journal_receipt ∈ {old, journal_pos}
+/// The shared control block; the ring follows it at ring_offset. Exposed for static_asserts and
+/// tests; use through Queue.
+///
+/// INVARIANT1  head <= tail && tail - head <= capacity          (bytes in use never exceed the ring)
+/// INVARIANT2  head, tail and capacity are multiples of kRecordAlign (64): records are line-aligned
+/// INVARIANT3  every record in [head, tail) has rec.pos == its position, kind ∈ {msg, pad},
+///             round64(16 + len) bytes for a msg (len <= max_message), the rest of the ring's
+///             lap for a pad; records never straddle the ring's end.
+/// INVARIANT4  capacity >= 2 * round64(16 + max_message) (a message fits after any pad)
+/// INVARIANT5  tail changes only under producer_lock, head and the journal only under consumer_lock;
+///             each is one release store, the last shared write of its operation.
+/// INVARIANT6  journal_active == 1 => journal_pos == head and *journal_receipt ∈ {old, journal_pos}
 struct QueueControl {
   static constexpr std::uint64_t kMagic = 0x3165756575514b53ULL;  // "SKQueue1"
   static constexpr std::uint32_t kVersion = 1;
@@ -113,27 +113,27 @@ struct QueueControl {
 static_assert(std::is_standard_layout_v<QueueControl>, "QueueControl lives in shared memory");
 static_assert(sizeof(QueueControl) % 64 == 0);
 
-// A process-local handle on a queue in shared memory. Cheap to copy; thread-safe like the queue.
+/// A process-local handle on a queue in shared memory. Cheap to copy; thread-safe like the queue.
 class Queue {
  public:
   static constexpr std::size_t kRecordHeader = 16;
-  // Records start on cache-line boundaries so that the producer writing the next record never
-  // shares a line with the consumer reading the previous one (measured: 80-byte records packed at
-  // 16-byte alignment made a 64-byte message cost about 2x as much between two cores).
+  /// Records start on cache-line boundaries so that the producer writing the next record never
+  /// shares a line with the consumer reading the previous one (measured: 80-byte records packed at
+  /// 16-byte alignment made a 64-byte message cost about 2x as much between two cores).
   static constexpr std::size_t kRecordAlign = 64;
-  // Bytes of shared memory a queue with `ring_bytes` of ring needs (control block + ring).
+  /// Bytes of shared memory a queue with `ring_bytes` of ring needs (control block + ring).
   static std::size_t required_bytes(std::size_t ring_bytes) noexcept;
-  // The smallest ring that holds max_message (INVARIANT4).
+  /// The smallest ring that holds max_message (INVARIANT4).
   static std::size_t min_ring_bytes(std::uint32_t max_message) noexcept;
 
-  // Constructs a queue in [mem, mem+bytes) (mem 64-byte aligned, zero or garbage). The ring gets
-  // all space after the control block, rounded down to 64. `receipt_region` is the memory where
-  // PopReceipts may live (usually the whole segment); empty = receipts refused. Throws
-  // shmkit::Error(invalid_argument) when bytes cannot hold max_message twice.
+  /// Constructs a queue in [mem, mem+bytes) (mem 64-byte aligned, zero or garbage). The ring gets
+  /// all space after the control block, rounded down to 64. `receipt_region` is the memory where
+  /// PopReceipts may live (usually the whole segment); empty = receipts refused. Throws
+  /// shmkit::Error(invalid_argument) when bytes cannot hold max_message twice.
   static Queue create(void* mem, std::size_t bytes, std::uint32_t max_message,
                       std::span<std::byte> receipt_region = {});
-  // A handle on a queue created by create() (in this or another process). Validates the control
-  // block against `bytes`; throws Error(not_a_segment / corrupt) when it does not look right.
+  /// A handle on a queue created by create() (in this or another process). Validates the control
+  /// block against `bytes`; throws Error(not_a_segment / corrupt) when it does not look right.
   static Queue attach(void* mem, std::size_t bytes, std::span<std::byte> receipt_region = {});
 
   Queue() = default;
@@ -152,32 +152,32 @@ class Queue {
     return *this;
   }
 
-  // -- producers --
-  // Blocks (spin, then futex) while the queue is full, until `deadline`.
+  /// -- producers --
+  /// Blocks (spin, then futex) while the queue is full, until `deadline`.
   QueueResult push(std::span<const std::byte> msg, sys::Deadline deadline = sys::kNoDeadline) noexcept;
-  // Never blocks: would_block when full or when another producer holds the producer lock.
+  /// Never blocks: would_block when full or when another producer holds the producer lock.
   [[nodiscard]] QueueResult try_push(std::span<const std::byte> msg) noexcept;
 
-  // -- consumers --
-  // Copies the oldest message into `out`. Blocks while empty and open, until `deadline`; after
-  // close() it drains what is left and then returns closed. With `receipt`, receipt->pos is set to
-  // the message's position in the same critical section (see the header comment).
+  /// -- consumers --
+  /// Copies the oldest message into `out`. Blocks while empty and open, until `deadline`; after
+  /// close() it drains what is left and then returns closed. With `receipt`, receipt->pos is set to
+  /// the message's position in the same critical section (see the header comment).
   QueueResult pop(std::span<std::byte> out, sys::Deadline deadline = sys::kNoDeadline,
                   PopReceipt* receipt = nullptr) noexcept;
   [[nodiscard]] QueueResult try_pop(std::span<std::byte> out, PopReceipt* receipt = nullptr) noexcept;
 
-  // After close() pushes fail with closed; pops drain, then return closed. Wakes every sleeper.
+  /// After close() pushes fail with closed; pops drain, then return closed. Wakes every sleeper.
   void close() noexcept;
   bool is_closed() const noexcept;
 
-  // Approximate (racy) figures for monitoring.
+  /// Approximate (racy) figures for monitoring.
   std::uint64_t bytes_used() const noexcept;
   bool empty() const noexcept { return bytes_used() == 0; }
   std::uint32_t max_message() const noexcept { return ctl_->max_message; }
   QueueControl* control() const noexcept { return ctl_; }
 
-  // Maximum spin iterations (each one CPU pause plus a load, ~50 ns) before sleeping; the
-  // budget adapts below it (channel_spin.hpp). 0 = sleep at once. Local to this handle.
+  /// Maximum spin iterations (each one CPU pause plus a load, ~50 ns) before sleeping; the
+  /// budget adapts below it (channel_spin.hpp). 0 = sleep at once. Local to this handle.
   void set_spin(std::uint32_t iterations) noexcept {
     push_spin_.set_max(iterations);
     pop_spin_.set_max(iterations);
@@ -204,8 +204,8 @@ class Queue {
   AdaptiveSpin push_spin_;
   AdaptiveSpin pop_spin_;
   std::uint64_t wake_threshold_ = 0;  // free bytes at which a consumer wakes sleeping producers
-  // Lower bounds of head and tail seen by this handle, read and written only under the producer
-  // and consumer lock respectively (atomic only so that copying a handle is not a data race).
+  /// Lower bounds of head and tail seen by this handle, read and written only under the producer
+  /// and consumer lock respectively (atomic only so that copying a handle is not a data race).
   std::atomic<std::uint64_t> cached_head_{0};
   std::atomic<std::uint64_t> cached_tail_{0};
 };

@@ -1,16 +1,16 @@
-// SocketTransport: a MemoryTransport over any connected stream socket (a unix socketpair, a unix
-// or TCP connection) whose other end an Agent serves. rsyscall's socket memory transport, with
-// partial reads and writes handled (they are the normal case on a stream), large transfers split
-// into requests of at most memproto::max_data(max_message) bytes, several requests in flight at
-// once (pipelined: replies come back in order on one connection), and every wait bounded by
-// io_timeout so that a peer that dies or stalls mid-transfer is an error, never a hang.
-//
-// The constructor sets SO_RCVTIMEO and SO_SNDTIMEO on the socket to io_timeout (so even a
-// blocking socket never waits longer); the socket may be blocking or not.
-//
-// Read data is received straight into the caller's buffer (no intermediate copy); write data is
-// sent straight from it. The agent side splices (see agent.hpp), so a read costs one copy in
-// the kernel (socket -> caller memory) instead of two.
+/// SocketTransport: a MemoryTransport over any connected stream socket (a unix socketpair, a unix
+/// or TCP connection) whose other end an Agent serves. rsyscall's socket memory transport, with
+/// partial reads and writes handled (they are the normal case on a stream), large transfers split
+/// into requests of at most memproto::max_data(max_message) bytes, several requests in flight at
+/// once (pipelined: replies come back in order on one connection), and every wait bounded by
+/// io_timeout so that a peer that dies or stalls mid-transfer is an error, never a hang.
+///
+/// The constructor sets SO_RCVTIMEO and SO_SNDTIMEO on the socket to io_timeout (so even a
+/// blocking socket never waits longer); the socket may be blocking or not.
+///
+/// Read data is received straight into the caller's buffer (no intermediate copy); write data is
+/// sent straight from it. The agent side splices (see agent.hpp), so a read costs one copy in
+/// the kernel (socket -> caller memory) instead of two.
 #pragma once
 
 #include <chrono>
@@ -31,8 +31,8 @@ struct SocketTransportOptions {
 
 class SocketTransport final : public MemoryTransport {
  public:
-  // Performs the handshake and fetches the window list. Throws shmkit::Error: peer_closed,
-  // timed_out, protocol (the peer is not a memory agent or sent garbage), unsupported.
+  /// Performs the handshake and fetches the window list. Throws shmkit::Error: peer_closed,
+  /// timed_out, protocol (the peer is not a memory agent or sent garbage), unsupported.
   explicit SocketTransport(int fd, const SocketTransportOptions& opts = {});
   ~SocketTransport() override;
 
@@ -42,19 +42,19 @@ class SocketTransport final : public MemoryTransport {
   const std::vector<WindowDesc>& windows() const noexcept override { return windows_; }
   int remote_pid() const noexcept override { return peer_.pid; }
 
-  // Asks the agent for its windows again (after it exported more). 0 or -errno.
+  /// Asks the agent for its windows again (after it exported more). 0 or -errno.
   [[nodiscard]] int refresh_windows() noexcept;
   const wire::Hello& peer_hello() const noexcept { return peer_; }
   std::uint32_t max_message() const noexcept { return max_message_; }
   int fd() const noexcept { return fd_; }
-  // True once a transfer failed mid-frame: the stream position is lost, every call is -EPIPE.
+  /// True once a transfer failed mid-frame: the stream position is lost, every call is -EPIPE.
   bool broken() const noexcept { return broken_; }
 
  private:
   int fail(int err) noexcept;  // marks the stream broken, returns err
-  // Receives one reply header for `tag`; payload left in the socket. 0 or -errno (broken).
+  /// Receives one reply header for `tag`; payload left in the socket. 0 or -errno (broken).
   int expect_reply(wire::Tag tag, wire::Header& h) noexcept;
-  // Reads an Error payload after its header; returns -code, or -errno when broken.
+  /// Reads an Error payload after its header; returns -code, or -errno when broken.
   int read_error(const wire::Header& h) noexcept;
 
   int fd_;

@@ -1,37 +1,37 @@
-// UringRing: one io_uring shared by many requesters, each with its own mailbox.
-//
-// The Hemlock design's executor ring, for threads instead of actors:
-//
-//  * Submission, the design's three cases (UringRing::submit):
-//      1. a free submission slot: it is taken, filled and handed to the kernel while the ring's
-//         lock is held, so no other requester can see or reuse a half-filled slot;
-//      2. the submission queue is full: flush it with io_uring_enter, then go on as in 1;
-//      3. that io_uring_enter fails with EBUSY (the kernel wants completions reaped first): reap
-//         the completion queue into the mailboxes, then retry.
-//    stats() counts each case, so tests with tiny rings can show every one happened.
-//  * Completion: each SQE's user_data names an in-flight record (slot index + generation) that
-//    remembers the requester's mailbox and token. Whoever reaps copies each CQE out of the ring
-//    into that record and links it onto that mailbox's queue: a requester only ever receives
-//    completions of operations it submitted, and each exactly once. A stale or unknown user_data
-//    (generation mismatch) is counted and dropped, never delivered to someone else.
-//  * Reaping is leader/follower: a requester that waits on an empty mailbox becomes the reaper if
-//    there is none (blocking in io_uring_enter without holding the lock), routes whatever arrives
-//    and wakes the others; otherwise it sleeps until the reaper routes something. No extra thread,
-//    so a single requester pays no thread hand-off. The reaper publishes the queued SQEs under
-//    the lock and then submits them and waits in the same io_uring_enter (submit(..., false)
-//    queues an operation to go with it: one system call carries the batch and the wait).
-//  * CQ overflow loses nothing: the ring requires IORING_FEAT_NODROP (the kernel keeps overflowed
-//    completions and hands them over when asked); without it in-flight operations are capped at the
-//    CQ size so the CQ cannot overflow.
-//
-// Memory handed to the kernel must not move while an operation is in flight: use a SpanArena
-// (register_buffer() registers one region as fixed buffer 0 for READ_FIXED/WRITE_FIXED).
-//
-// Thread-safe: any number of threads may submit and wait, each on its own mailbox (a mailbox
-// belongs to one requester at a time). Operations must be single-shot (no multishot SQEs).
-// The kernel ties each operation to the thread that submitted it: when that thread exits, its
-// pending operations complete with -ECANCELED (callers that share operations across threads,
-// like UringTransport, submit them again).
+/// UringRing: one io_uring shared by many requesters, each with its own mailbox.
+///
+/// The Hemlock design's executor ring, for threads instead of actors:
+///
+///  * Submission, the design's three cases (UringRing::submit):
+///      1. a free submission slot: it is taken, filled and handed to the kernel while the ring's
+///         lock is held, so no other requester can see or reuse a half-filled slot;
+///      2. the submission queue is full: flush it with io_uring_enter, then go on as in 1;
+///      3. that io_uring_enter fails with EBUSY (the kernel wants completions reaped first): reap
+///         the completion queue into the mailboxes, then retry.
+///    stats() counts each case, so tests with tiny rings can show every one happened.
+///  * Completion: each SQE's user_data names an in-flight record (slot index + generation) that
+///    remembers the requester's mailbox and token. Whoever reaps copies each CQE out of the ring
+///    into that record and links it onto that mailbox's queue: a requester only ever receives
+///    completions of operations it submitted, and each exactly once. A stale or unknown user_data
+///    (generation mismatch) is counted and dropped, never delivered to someone else.
+///  * Reaping is leader/follower: a requester that waits on an empty mailbox becomes the reaper if
+///    there is none (blocking in io_uring_enter without holding the lock), routes whatever arrives
+///    and wakes the others; otherwise it sleeps until the reaper routes something. No extra thread,
+///    so a single requester pays no thread hand-off. The reaper publishes the queued SQEs under
+///    the lock and then submits them and waits in the same io_uring_enter (submit(..., false)
+///    queues an operation to go with it: one system call carries the batch and the wait).
+///  * CQ overflow loses nothing: the ring requires IORING_FEAT_NODROP (the kernel keeps overflowed
+///    completions and hands them over when asked); without it in-flight operations are capped at the
+///    CQ size so the CQ cannot overflow.
+///
+/// Memory handed to the kernel must not move while an operation is in flight: use a SpanArena
+/// (register_buffer() registers one region as fixed buffer 0 for READ_FIXED/WRITE_FIXED).
+///
+/// Thread-safe: any number of threads may submit and wait, each on its own mailbox (a mailbox
+/// belongs to one requester at a time). Operations must be single-shot (no multishot SQEs).
+/// The kernel ties each operation to the thread that submitted it: when that thread exits, its
+/// pending operations complete with -ECANCELED (callers that share operations across threads,
+/// like UringTransport, submit them again).
 #pragma once
 
 #include <condition_variable>
@@ -43,7 +43,7 @@
 
 namespace shmkit::transport {
 
-// A completion, copied out of the completion queue.
+/// A completion, copied out of the completion queue.
 struct UringCompletion {
   std::uint64_t token = 0;  // the requester's value given at submission
   std::int32_t res = 0;     // the operation's result: >= 0, or -errno
@@ -52,9 +52,9 @@ struct UringCompletion {
 
 class UringRing;
 
-// A requester's mailbox. Completions of operations submitted with it arrive here and only here.
-// It must be destroyed before its ring; its destructor waits for its outstanding operations
-// (the kernel may still be writing into their buffers).
+/// A requester's mailbox. Completions of operations submitted with it arrive here and only here.
+/// It must be destroyed before its ring; its destructor waits for its outstanding operations
+/// (the kernel may still be writing into their buffers).
 class UringMailbox {
  public:
   explicit UringMailbox(UringRing& ring) noexcept : ring_(ring) {}
@@ -62,14 +62,14 @@ class UringMailbox {
   UringMailbox(const UringMailbox&) = delete;
   UringMailbox& operator=(const UringMailbox&) = delete;
   UringRing& ring() const noexcept { return ring_; }
-  // Operations submitted with this mailbox and not yet received from it.
+  /// Operations submitted with this mailbox and not yet received from it.
   std::size_t outstanding() const noexcept;
 
  private:
   friend class UringRing;
   UringRing& ring_;
-  // Guarded by ring_.mu_. A FIFO of completed slots linked through Slot::next.
-  // INVARIANT5: outstanding_ = (in-flight slots naming this mailbox) + (slots on its queue).
+  /// Guarded by ring_.mu_. A FIFO of completed slots linked through Slot::next.
+  /// INVARIANT5: outstanding_ = (in-flight slots naming this mailbox) + (slots on its queue).
   std::uint32_t head_ = UINT32_MAX, tail_ = UINT32_MAX;
   std::size_t outstanding_ = 0;
 };
@@ -90,17 +90,17 @@ class UringRing {
     std::uint64_t stale = 0;            // CQEs whose user_data named no in-flight record
   };
 
-  // Sets up the ring. Throws shmkit::Error(Errc::unsupported) where io_uring is unavailable
-  // (ENOSYS, EPERM from kernel.io_uring_disabled or seccomp, EACCES), with the reason.
+  /// Sets up the ring. Throws shmkit::Error(Errc::unsupported) where io_uring is unavailable
+  /// (ENOSYS, EPERM from kernel.io_uring_disabled or seccomp, EACCES), with the reason.
   UringRing() : UringRing(Options{}) {}
   explicit UringRing(Options opts);
   ~UringRing();
   UringRing(const UringRing&) = delete;
   UringRing& operator=(const UringRing&) = delete;
 
-  // Submits one operation: `prep(io_uring_sqe*)` fills the SQE (the ring then sets user_data).
-  // `flush` false leaves it in the SQ to go with the next flush (a batch); wait() flushes too.
-  // Returns 0, -EAGAIN when max_in_flight operations are outstanding, or -errno from the kernel.
+  /// Submits one operation: `prep(io_uring_sqe*)` fills the SQE (the ring then sets user_data).
+  /// `flush` false leaves it in the SQ to go with the next flush (a batch); wait() flushes too.
+  /// Returns 0, -EAGAIN when max_in_flight operations are outstanding, or -errno from the kernel.
   template <class Prep>
   [[nodiscard]] int submit(UringMailbox& mb, std::uint64_t token, Prep&& prep,
                            bool flush = true) noexcept {
@@ -112,18 +112,18 @@ class UringRing {
     prep(sqe);
     return finish_locked(lk, sqe, slot, flush);
   }
-  // Hands every queued SQE to the kernel (cases 2/3 apply). 0 or -errno.
+  /// Hands every queued SQE to the kernel (cases 2/3 apply). 0 or -errno.
   [[nodiscard]] int flush() noexcept;
 
-  // Waits up to timeout_ms (< 0: forever) for the next completion addressed to mb, reaping the
-  // ring meanwhile. 0 with *out filled; -ETIME on timeout; -ENOMSG when mb has nothing outstanding.
+  /// Waits up to timeout_ms (< 0: forever) for the next completion addressed to mb, reaping the
+  /// ring meanwhile. 0 with *out filled; -ETIME on timeout; -ENOMSG when mb has nothing outstanding.
   [[nodiscard]] int wait(UringMailbox& mb, UringCompletion* out, int timeout_ms = -1) noexcept;
-  // Non-blocking: reaps what the kernel has completed, then takes mb's next completion if any.
-  // `flush` false leaves queued SQEs for the next wait() to carry.
+  /// Non-blocking: reaps what the kernel has completed, then takes mb's next completion if any.
+  /// `flush` false leaves queued SQEs for the next wait() to carry.
   [[nodiscard]] bool try_receive(UringMailbox& mb, UringCompletion* out, bool flush = true) noexcept;
 
-  // Registers [base, base+len) as fixed buffer 0 (for READ_FIXED/WRITE_FIXED). 0 or -errno
-  // (-ENOMEM under a small RLIMIT_MEMLOCK: callers fall back to plain READ/WRITE).
+  /// Registers [base, base+len) as fixed buffer 0 (for READ_FIXED/WRITE_FIXED). 0 or -errno
+  /// (-ENOMEM under a small RLIMIT_MEMLOCK: callers fall back to plain READ/WRITE).
   [[nodiscard]] int register_buffer(void* base, std::size_t len) noexcept;
   bool has_fixed_buffer() const noexcept { return fixed_registered_; }
 
@@ -132,9 +132,9 @@ class UringRing {
   bool nodrop() const noexcept { return nodrop_; }
   Stats stats() const noexcept;
 
-  // Testing seam: the next n flushes report -EBUSY without entering the kernel, as a kernel
-  // does when completions must be reaped first (kernels with IORING_FEAT_NODROP rarely do, so
-  // case 3 cannot otherwise be forced on demand).
+  /// Testing seam: the next n flushes report -EBUSY without entering the kernel, as a kernel
+  /// does when completions must be reaped first (kernels with IORING_FEAT_NODROP rarely do, so
+  /// case 3 cannot otherwise be forced on demand).
   void inject_ebusy(unsigned n) noexcept;
 
  private:
@@ -149,8 +149,8 @@ class UringRing {
     std::uint32_t next = UINT32_MAX;     // free list (state free) or mailbox queue (state done)
     SlotState state = SlotState::free;
   };
-  // user_data = gen << 32 | slot index. INVARIANT6: a CQE is routed iff its index < slots_.size(),
-  // that slot is in_flight and its gen equals the CQE's gen.
+  /// user_data = gen << 32 | slot index. INVARIANT6: a CQE is routed iff its index < slots_.size(),
+  /// that slot is in_flight and its gen equals the CQE's gen.
   static std::uint64_t user_data(std::uint32_t slot, std::uint32_t gen) noexcept {
     return (std::uint64_t{gen} << 32) | slot;
   }
@@ -162,10 +162,10 @@ class UringRing {
   int flush_locked(std::unique_lock<std::mutex>& lk) noexcept;
   void flush_or_break_locked(std::unique_lock<std::mutex>& lk) noexcept;
   int enter_locked() noexcept;
-  // Case 3: make room by reaping (or waiting for the current reaper to do it).
+  /// Case 3: make room by reaping (or waiting for the current reaper to do it).
   void reap_for_ebusy_locked(std::unique_lock<std::mutex>& lk) noexcept;
-  // Routes every available CQE (draining the kernel's overflow list too). Caller holds mu_ and is
-  // the only one touching the CQ (reaping_ was false, or it set it). Returns CQEs routed.
+  /// Routes every available CQE (draining the kernel's overflow list too). Caller holds mu_ and is
+  /// the only one touching the CQ (reaping_ was false, or it set it). Returns CQEs routed.
   unsigned reap_locked() noexcept;
   void route_locked(const io_uring_cqe& cqe) noexcept;
   bool pop_locked(UringMailbox& mb, UringCompletion* out) noexcept;

@@ -1,40 +1,40 @@
-// UringTransport: the memory transport over io_uring. It speaks the socket transport's protocol
-// (wire.hpp + memory_protocol.hpp) to the same Agent, over any connected stream socket, but keeps
-// many requests in flight and lets one submission carry many of them.
-//
-// User-facing shape: futures. A UringRequest is a small, caller-owned future:
-//
-//     UringRequest r[32];
-//     for (int i = 0; i < 32; ++i) t.read_async(remote + 64 * i, dst + 64 * i, 64, r[i]);
-//     for (auto& q : r) if (int e = t.wait(q); e != 0) ...;   // 0 or -errno, per request
-//
-// read_async/write_async return at once (0, or -errno when the request could not be queued);
-// wait(r) returns the request's own result; test(r) polls without blocking. Every request is
-// completed exactly once and its result delivered to its own UringRequest, whichever thread
-// happens to drive the ring. read()/write() (the MemoryTransport interface) are the blocking
-// convenience calls: async + wait with the io_timeout. The transport is thread-safe: any number
-// of threads may issue and wait at once (each on its own UringRequests).
-//
-// How it works (uring_transport.cpp for detail):
-//  * Requests are split into chunks of at most `chunk` bytes; each chunk is one wire request whose
-//    tag (slot index + generation) names it. Replies come back on the stream in order, each
-//    matched to its chunk by tag and delivered to the chunk's UringRequest — the wire-level
-//    counterpart of UringRing's user_data mailboxes.
-//  * Every byte the kernel touches lives in a SpanArena (request frames, the sendmsg iovecs, the
-//    receive staging buffer); the arena is registered with the ring as a fixed buffer. One
-//    SENDMSG is in flight at a time and carries every frame queued meanwhile (a partial send is
-//    continued, never interleaved); one receive is always in flight and pulls replies.
-//  * The caller's buffers are never handed to the kernel: read data is copied from the staging
-//    buffer into them. A read whose destination lies in this transport's arena (allocate())
-//    is received straight into it instead, with READ_FIXED, for big chunks: zero extra copies.
-//  * A peer that dies or a stream that breaks (EOF, reset, malformed reply) completes every
-//    request in flight with an error (-EPIPE, -ECONNRESET, -EPROTO); later calls return -EPIPE.
-//    A wait that times out abandons its request (-ETIMEDOUT): a late reply is discarded, never
-//    written to the caller's buffer.
-//
-// Where io_uring is unavailable the constructor throws shmkit::Error(Errc::unsupported) saying
-// why, before touching the socket: the caller still owns fd and can hand it to SocketTransport
-// (connect_uring_or() does exactly that).
+/// UringTransport: the memory transport over io_uring. It speaks the socket transport's protocol
+/// (wire.hpp + memory_protocol.hpp) to the same Agent, over any connected stream socket, but keeps
+/// many requests in flight and lets one submission carry many of them.
+///
+/// User-facing shape: futures. A UringRequest is a small, caller-owned future:
+///
+///     UringRequest r[32];
+///     for (int i = 0; i < 32; ++i) t.read_async(remote + 64 * i, dst + 64 * i, 64, r[i]);
+///     for (auto& q : r) if (int e = t.wait(q); e != 0) ...;   // 0 or -errno, per request
+///
+/// read_async/write_async return at once (0, or -errno when the request could not be queued);
+/// wait(r) returns the request's own result; test(r) polls without blocking. Every request is
+/// completed exactly once and its result delivered to its own UringRequest, whichever thread
+/// happens to drive the ring. read()/write() (the MemoryTransport interface) are the blocking
+/// convenience calls: async + wait with the io_timeout. The transport is thread-safe: any number
+/// of threads may issue and wait at once (each on its own UringRequests).
+///
+/// How it works (uring_transport.cpp for detail):
+///  * Requests are split into chunks of at most `chunk` bytes; each chunk is one wire request whose
+///    tag (slot index + generation) names it. Replies come back on the stream in order, each
+///    matched to its chunk by tag and delivered to the chunk's UringRequest — the wire-level
+///    counterpart of UringRing's user_data mailboxes.
+///  * Every byte the kernel touches lives in a SpanArena (request frames, the sendmsg iovecs, the
+///    receive staging buffer); the arena is registered with the ring as a fixed buffer. One
+///    SENDMSG is in flight at a time and carries every frame queued meanwhile (a partial send is
+///    continued, never interleaved); one receive is always in flight and pulls replies.
+///  * The caller's buffers are never handed to the kernel: read data is copied from the staging
+///    buffer into them. A read whose destination lies in this transport's arena (allocate())
+///    is received straight into it instead, with READ_FIXED, for big chunks: zero extra copies.
+///  * A peer that dies or a stream that breaks (EOF, reset, malformed reply) completes every
+///    request in flight with an error (-EPIPE, -ECONNRESET, -EPROTO); later calls return -EPIPE.
+///    A wait that times out abandons its request (-ETIMEDOUT): a late reply is discarded, never
+///    written to the caller's buffer.
+///
+/// Where io_uring is unavailable the constructor throws shmkit::Error(Errc::unsupported) saying
+/// why, before touching the socket: the caller still owns fd and can hand it to SocketTransport
+/// (connect_uring_or() does exactly that).
 #pragma once
 
 #include <chrono>
@@ -60,15 +60,15 @@ struct UringTransportOptions {
   unsigned ring_entries = 64;
   std::size_t arena_bytes = std::size_t{32} << 20;
   std::size_t chunk = std::size_t{512} << 10;  // bytes per wire request (<= 1 MiB): a 1 MiB read
-                                               // is 2 requests in flight (measured best of 128 KiB..1 MiB)
+                                               /// is 2 requests in flight (measured best of 128 KiB..1 MiB)
   unsigned max_chunks = 4096;                  // wire requests in flight at once
   bool fixed_buffers = true;                   // register the arena with the ring
 };
 
 class UringTransport;
 
-// A future for one read or write. Reusable once waited for. Destroying one that is still in
-// flight abandons it (its buffer is never written afterwards).
+/// A future for one read or write. Reusable once waited for. Destroying one that is still in
+/// flight abandons it (its buffer is never written afterwards).
 class UringRequest {
  public:
   UringRequest() = default;
@@ -78,7 +78,7 @@ class UringRequest {
 
  private:
   friend class UringTransport;
-  // All guarded by owner_->mu_.
+  /// All guarded by owner_->mu_.
   UringTransport* owner_ = nullptr;  // non-null between submission and wait()/test() success
   std::uint32_t chunks_left_ = 0;    // INVARIANT1: = chunks in flight that name this request
   int result_ = 0;                   // the first error of any chunk, else 0
@@ -95,32 +95,32 @@ struct UringTransportStats {
 
 class UringTransport final : public MemoryTransport {
  public:
-  // Sets up the ring and arena, performs the handshake and fetches the window list (blocking,
-  // bounded by io_timeout). Throws shmkit::Error: unsupported (no io_uring: fd untouched and not
-  // closed), peer_closed, timed_out, protocol (not a memory agent).
+  /// Sets up the ring and arena, performs the handshake and fetches the window list (blocking,
+  /// bounded by io_timeout). Throws shmkit::Error: unsupported (no io_uring: fd untouched and not
+  /// closed), peer_closed, timed_out, protocol (not a memory agent).
   explicit UringTransport(int fd, const UringTransportOptions& opts = {});
   ~UringTransport() override;
 
-  // ---- asynchronous ----
-  // 0 when queued, or -errno: -EBUSY (req is still in flight), -ENOBUFS (arena or chunk slots
-  // exhausted: wait for something first), -EPIPE (the connection is broken).
+  /// ---- asynchronous ----
+  /// 0 when queued, or -errno: -EBUSY (req is still in flight), -ENOBUFS (arena or chunk slots
+  /// exhausted: wait for something first), -EPIPE (the connection is broken).
   [[nodiscard]] int read_async(std::uint64_t remote, void* local, std::size_t len,
                                UringRequest& req) noexcept;
   [[nodiscard]] int write_async(std::uint64_t remote, const void* local, std::size_t len,
                                 UringRequest& req) noexcept;
-  // Waits up to timeout_ms (< 0: forever) for req; its result: 0 or -errno (-EFAULT, -EACCES,
-  // -EPIPE, ... as in memory_transport.hpp; -ETIMEDOUT abandons it). -EINVAL when req was never
-  // submitted (or already waited for).
+  /// Waits up to timeout_ms (< 0: forever) for req; its result: 0 or -errno (-EFAULT, -EACCES,
+  /// -EPIPE, ... as in memory_transport.hpp; -ETIMEDOUT abandons it). -EINVAL when req was never
+  /// submitted (or already waited for).
   [[nodiscard]] int wait(UringRequest& req, int timeout_ms = -1) noexcept;
-  // Non-blocking: makes progress; true with *result set when req is complete (then it is reusable).
+  /// Non-blocking: makes progress; true with *result set when req is complete (then it is reusable).
   [[nodiscard]] bool test(UringRequest& req, int* result) noexcept;
 
-  // Memory for zero-copy reads: a span of this transport's (registered) arena. Exhaustion ->
-  // an empty span. Free it with release() once no request uses it.
+  /// Memory for zero-copy reads: a span of this transport's (registered) arena. Exhaustion ->
+  /// an empty span. Free it with release() once no request uses it.
   SpanArena::Span allocate(std::size_t n) noexcept;
   void release(const SpanArena::Span& s) noexcept;
 
-  // ---- blocking (MemoryTransport) ----
+  /// ---- blocking (MemoryTransport) ----
   [[nodiscard]] int read(std::uint64_t remote, void* local, std::size_t len) noexcept override;
   [[nodiscard]] int write(std::uint64_t remote, const void* local, std::size_t len) noexcept override;
   std::string_view kind() const noexcept override { return "uring"; }
@@ -156,8 +156,8 @@ class UringTransport final : public MemoryTransport {
                     UringRequest& req) noexcept;
   int queue_chunk_locked(wire::MsgId id, std::uint64_t remote, std::byte* buf, std::size_t len,
                          UringRequest& req) noexcept;
-  // flush false: the SQE waits in the ring for the driver's next io_uring_enter (which also
-  // waits), so one system call carries it; used from completion handlers, which a driver runs.
+  /// flush false: the SQE waits in the ring for the driver's next io_uring_enter (which also
+  /// waits), so one system call carries it; used from completion handlers, which a driver runs.
   void start_send_locked(bool flush) noexcept;
   void start_recv_locked(bool flush) noexcept;
   void on_send_locked(int res) noexcept;
@@ -167,8 +167,8 @@ class UringTransport final : public MemoryTransport {
   void break_locked(int err) noexcept;
   void abandon_locked(UringRequest& req) noexcept;
   void abandon(UringRequest& req) noexcept;  // ~UringRequest of one still in flight
-  // One round of progress: waits up to timeout_ms for ring completions (as the driver, when no
-  // other thread drives) and handles them. Called with lk held; may drop it.
+  /// One round of progress: waits up to timeout_ms for ring completions (as the driver, when no
+  /// other thread drives) and handles them. Called with lk held; may drop it.
   void drive_locked(std::unique_lock<std::mutex>& lk, int timeout_ms) noexcept;
   void handle_locked(const UringCompletion& c) noexcept;
   int blocking(wire::MsgId id, std::uint64_t remote, std::byte* buf, std::size_t len) noexcept;
@@ -180,8 +180,8 @@ class UringTransport final : public MemoryTransport {
   std::uint32_t max_message_ = 0;
   std::size_t chunk_ = 0;
 
-  // Construction order matters: the arena outlives the ring (the kernel may touch the arena
-  // until the ring is gone), and the mailbox dies before the ring.
+  /// Construction order matters: the arena outlives the ring (the kernel may touch the arena
+  /// until the ring is gone), and the mailbox dies before the ring.
   std::unique_ptr<SpanArena> arena_;
   std::unique_ptr<UringRing> ring_;
   std::unique_ptr<UringMailbox> io_mb_;  // the transport's own socket operations
@@ -196,7 +196,7 @@ class UringTransport final : public MemoryTransport {
   std::uint32_t live_chunks_ = 0;
   std::uint32_t arena_chunks_ = 0;   // INVARIANT3: = in-use chunks with arena_dst
   std::uint64_t min_pending_ = 0;    // INVARIANT4: = sum of min_reply() over in-use chunks: bytes
-                                     // the agent will certainly still send us
+                                     /// the agent will certainly still send us
 
   std::deque<Frame> unsent_;         // frames in order; the first send_off_ bytes of the first
   std::size_t send_off_ = 0;         // one are already sent
@@ -205,9 +205,9 @@ class UringTransport final : public MemoryTransport {
 
   SpanArena::Span staging_;          // receive buffer for replies
   std::size_t rbeg_ = 0, rend_ = 0;  // INVARIANT2: rbeg_ <= rend_ <= staging_.size; unparsed
-                                     // reply bytes are staging_[rbeg_, rend_)
+                                     /// reply bytes are staging_[rbeg_, rend_)
   bool recv_in_flight_ = false;
-  // Direct receive of a big read reply's payload into its arena destination.
+  /// Direct receive of a big read reply's payload into its arena destination.
   std::uint32_t direct_chunk_ = UINT32_MAX;
   std::uint64_t direct_done_ = 0;
   std::uint64_t direct_first_ = 0;   // direct_done_ when the direct receive began
@@ -218,8 +218,8 @@ class UringTransport final : public MemoryTransport {
   UringTransportStats stats_;
 };
 
-// Tries UringTransport on fd; where io_uring is unavailable (Errc::unsupported) calls
-// fallback(fd) instead (e.g. constructing a SocketTransport) and logs which it picked.
+/// Tries UringTransport on fd; where io_uring is unavailable (Errc::unsupported) calls
+/// fallback(fd) instead (e.g. constructing a SocketTransport) and logs which it picked.
 std::unique_ptr<MemoryTransport> connect_uring_or(
     int fd, const UringTransportOptions& opts,
     const std::function<std::unique_ptr<MemoryTransport>(int fd)>& fallback);

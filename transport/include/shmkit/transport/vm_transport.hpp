@@ -1,18 +1,18 @@
-// VmTransport: a MemoryTransport with process_vm_readv/process_vm_writev, one system call per
-// transfer (one kernel copy, no agent involved in the data path). The kernel allows it when this
-// process may ptrace the target: same user and the target dumpable, or CAP_SYS_PTRACE.
-//
-// The agent still matters: connect_memory() learns the pid, the window list and a cookie from
-// it, and the VmTransport keeps that connection open as a liveness signal. Requests outside the
-// announced windows are refused here (-EFAULT / -EACCES), exactly as the agent would refuse them,
-// so both transports behave alike (the kernel itself would let a ptrace-capable process read any
-// mapped memory of the target: this check is a contract, not a security boundary).
-//
-// Pid reuse: before each call the control connection is polled; when the agent is gone
-// (POLLHUP) the call is -EPIPE instead of touching whatever process later got that pid.
-//
-// connect_memory() (connect_memory.hpp) picks this transport when a probe read of the agent's
-// cookie succeeds and says why it picked what it picked.
+/// VmTransport: a MemoryTransport with process_vm_readv/process_vm_writev, one system call per
+/// transfer (one kernel copy, no agent involved in the data path). The kernel allows it when this
+/// process may ptrace the target: same user and the target dumpable, or CAP_SYS_PTRACE.
+///
+/// The agent still matters: connect_memory() learns the pid, the window list and a cookie from
+/// it, and the VmTransport keeps that connection open as a liveness signal. Requests outside the
+/// announced windows are refused here (-EFAULT / -EACCES), exactly as the agent would refuse them,
+/// so both transports behave alike (the kernel itself would let a ptrace-capable process read any
+/// mapped memory of the target: this check is a contract, not a security boundary).
+///
+/// Pid reuse: before each call the control connection is polled; when the agent is gone
+/// (POLLHUP) the call is -EPIPE instead of touching whatever process later got that pid.
+///
+/// connect_memory() (connect_memory.hpp) picks this transport when a probe read of the agent's
+/// cookie succeeds and says why it picked what it picked.
 #pragma once
 
 #include <sys/types.h>
@@ -26,7 +26,7 @@ namespace shmkit::transport {
 
 class VmTransport final : public MemoryTransport {
  public:
-  // `control` (may be null): the connection to the agent, kept open and polled for hang-up.
+  /// `control` (may be null): the connection to the agent, kept open and polled for hang-up.
   VmTransport(pid_t pid, std::vector<WindowDesc> windows, std::unique_ptr<MemoryTransport> control = nullptr);
 
   [[nodiscard]] int read(std::uint64_t remote, void* local, std::size_t len) noexcept override;
@@ -35,8 +35,8 @@ class VmTransport final : public MemoryTransport {
   const std::vector<WindowDesc>& windows() const noexcept override { return windows_; }
   int remote_pid() const noexcept override { return pid_; }
 
-  // One process_vm_readv of len bytes at `remote` in `pid`: 0 or -errno (-EPERM / -EACCES when
-  // the kernel forbids it, -ESRCH when there is no such process).
+  /// One process_vm_readv of len bytes at `remote` in `pid`: 0 or -errno (-EPERM / -EACCES when
+  /// the kernel forbids it, -ESRCH when there is no such process).
   [[nodiscard]] static int probe(pid_t pid, std::uint64_t remote, void* local, std::size_t len) noexcept;
 
  private:
