@@ -500,7 +500,11 @@ std::uintptr_t Segment::home() const noexcept { return map_ ? header().base : 0;
 
 std::size_t Segment::size() const noexcept {
   // Acquire: pairs with the release store in try_grow, after the file was extended (INVARIANT6).
-  return map_ ? header().size.load(std::memory_order_acquire) : 0;
+  // Clamped to the mapping: a header damaged after open must not make pointer_at() hand out
+  // addresses past what this process mapped.
+  if (map_ == nullptr) return 0;
+  std::uint64_t s = header().size.load(std::memory_order_acquire);
+  return s <= capacity_ ? s : capacity_;
 }
 
 void Segment::add_close_hook(CloseHook fn, void* ctx) const {

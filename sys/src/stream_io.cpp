@@ -12,17 +12,10 @@
 
 #include <cerrno>
 
+#include "retry.hpp"
+
 namespace shmkit::sys {
-namespace {
-template <class F>
-auto retry(F f) noexcept -> decltype(f()) {
-  for (;;) {
-    auto r = f();
-    if (r >= 0) return r;
-    if (errno != EINTR) return -errno;
-  }
-}
-}  // namespace
+using detail::retry;
 
 ssize_t send(int fd, const void* buf, std::size_t len, int flags) noexcept {
   return retry([&] { return ::send(fd, buf, len, flags); });

@@ -10,22 +10,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+
+#include "retry.hpp"
 #include <cstring>
 
 #include "shmkit/sys/error.hpp"
 
 namespace shmkit::sys {
-namespace {
-// Restartable calls: retry on EINTR; report -errno.
-template <class F>
-auto retry(F f) noexcept -> decltype(f()) {
-  for (;;) {
-    auto r = f();
-    if (r >= 0) return r;
-    if (errno != EINTR) return -errno;
-  }
-}
-}  // namespace
+using detail::retry;
 
 int mmap(void** out, void* addr, std::size_t len, int prot, int flags, int fd, off_t offset) noexcept {
   void* p = ::mmap(addr, len, prot, flags, fd, offset);
