@@ -21,6 +21,7 @@
 #include <new>
 #include <string>
 
+#include "partner_process.hpp"
 #include "shmkit/sys/proc_control.hpp"
 #include "shmkit/sys/syscall.hpp"
 #include "shmkit/transport/queue.hpp"
@@ -38,35 +39,9 @@ struct Message {
 };
 static_assert(sizeof(Message) == kMsg);
 
-class SharedMap {
- public:
-  explicit SharedMap(std::size_t n) : n_(n) {
-    if (sys::mmap(&p_, nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0) != 0) p_ = nullptr;
-  }
-  ~SharedMap() {
-    if (p_ != nullptr) (void)sys::munmap(p_, n_);
-  }
-  SharedMap(const SharedMap&) = delete;
-  SharedMap& operator=(const SharedMap&) = delete;
-  std::byte* get() const { return static_cast<std::byte*>(p_); }
-
- private:
-  void* p_ = nullptr;
-  std::size_t n_;
-};
-
-template <class F>
-pid_t fork_partner(F&& body) {
-  pid_t pid = sys::fork();
-  if (pid == 0) sys::exit_now(body());
-  return pid;
-}
-// Reaps the partner; a run that failed kills it first (it may be blocked forever on its side).
-bool reap_ok(pid_t pid, bool run_ok = true) {
-  if (!run_ok) (void)sys::kill(pid, SIGKILL);
-  int st = 0;
-  return sys::waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
-}
+using shmkit::bench::fork_partner;
+using shmkit::bench::reap_ok;
+using shmkit::bench::SharedMap;
 
 // The same capacity as the other variants: 1024 messages (records of 16 + 64 bytes, each
 // starting on a cache line).

@@ -14,6 +14,8 @@
 #include <map>
 #include <thread>
 
+#include "shmkit/sys/syscall.hpp"
+
 namespace shmkit::testing {
 
 std::string unique_name(const std::string& tag) {
@@ -24,6 +26,14 @@ std::string unique_name(const std::string& tag) {
 
 ShmNameGuard::ShmNameGuard(std::string name) : name_(std::move(name)) { ::shm_unlink(name_.c_str()); }
 ShmNameGuard::~ShmNameGuard() { ::shm_unlink(name_.c_str()); }
+
+SharedMem::SharedMem(std::size_t n) : base(nullptr), size(n) {
+  void* p = nullptr;
+  if (sys::mmap(&p, nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0) != 0)
+    throw std::runtime_error("mmap MAP_SHARED|MAP_ANONYMOUS failed");
+  base = static_cast<std::byte*>(p);
+}
+SharedMem::~SharedMem() { (void)sys::munmap(base, size); }
 
 Child::Child(std::function<int()> body) {
   std::fflush(nullptr);

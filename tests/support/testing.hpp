@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <optional>
 #include <string>
@@ -52,6 +53,17 @@ class Child {
 
  private:
   pid_t pid_;
+};
+
+// n bytes of MAP_SHARED|MAP_ANONYMOUS memory, inherited by forked children; unmapped on
+// destruction. Throws std::runtime_error when mmap fails.
+struct SharedMem {
+  explicit SharedMem(std::size_t n);
+  ~SharedMem();
+  SharedMem(const SharedMem&) = delete;
+  SharedMem& operator=(const SharedMem&) = delete;
+  std::byte* base;
+  std::size_t size;
 };
 
 // Starts this test binary again as `--shmkit-helper name args...` (fork + exec).

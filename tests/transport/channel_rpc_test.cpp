@@ -25,17 +25,7 @@ using shmkit::testing::Child;
 
 namespace {
 
-struct SharedMem {
-  explicit SharedMem(std::size_t n) : size(n) {
-    void* p = nullptr;
-    if (sys::mmap(&p, nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0) != 0)
-      throw std::runtime_error("mmap");
-    base = static_cast<std::byte*>(p);
-  }
-  ~SharedMem() { (void)sys::munmap(base, size); }
-  std::byte* base;
-  std::size_t size;
-};
+using shmkit::testing::SharedMem;
 
 constexpr wire::MsgId kEcho = 40, kFail = 41, kSlow = 42, kSum = 43;
 constexpr std::uint32_t kMax = 64 * 1024;

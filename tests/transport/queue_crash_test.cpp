@@ -66,17 +66,7 @@ struct Shared {
   ConsumerRole consumers[kConsumers];
 };
 
-struct SharedMem {
-  explicit SharedMem(std::size_t n) : size(n) {
-    void* p = nullptr;
-    if (sys::mmap(&p, nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0) != 0)
-      throw std::runtime_error("mmap");
-    base = static_cast<std::byte*>(p);
-  }
-  ~SharedMem() { (void)sys::munmap(base, size); }
-  std::byte* base;
-  std::size_t size;
-};
+using shmkit::testing::SharedMem;
 
 int run_producer(Queue q, ProducerRole& role, std::uint32_t r, const std::atomic<bool>& stop) {
   std::uint32_t g = role.gens.fetch_add(1);

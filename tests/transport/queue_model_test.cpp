@@ -26,18 +26,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// MAP_SHARED anonymous memory inherited by forked children.
-struct SharedMem {
-  explicit SharedMem(std::size_t n) : size(n) {
-    void* p = nullptr;
-    if (sys::mmap(&p, nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0) != 0)
-      throw std::runtime_error("mmap");
-    base = static_cast<std::byte*>(p);
-  }
-  ~SharedMem() { (void)sys::munmap(base, size); }
-  std::byte* base;
-  std::size_t size;
-};
+using shmkit::testing::SharedMem;
 
 std::vector<std::byte> pattern(std::uint32_t len, std::uint32_t seed) {
   std::vector<std::byte> v(len);
