@@ -199,7 +199,10 @@ struct Segment::Raw {
   }
 
   // Validates a header image read from a file of `file_size` bytes (INVARIANT1..3, 6).
-  static void validate(const SegmentHeader& h, long file_size, const std::string& what) {
+  // `fd`, when given, lets a size that looks past the end of the file be re-checked: a process
+  // growing the segment extends the file before it publishes the new size (INVARIANT6), so a
+  // file size read after the header's size is always large enough; one read before may be stale.
+  static void validate(const SegmentHeader& h, long file_size, const std::string& what, int fd = -1) {
     const std::size_t page = sys::page_size();
     if (file_size < static_cast<long>(sizeof(SegmentHeader)))
       throw Error(Errc::not_a_segment, what + ": file is " + std::to_string(file_size) +
@@ -222,6 +225,7 @@ struct Segment::Raw {
                                      std::to_string(cap) + ")");
     if (base % page != 0 || base < kMinBase || base > kUserTop - cap)
       throw Error(Errc::corrupt, what + ": base field " + hex(base) + " is not a valid user address");
+    if (static_cast<std::uint64_t>(file_size) < size && fd >= 0) file_size = sys::file_size(fd);
     if (static_cast<std::uint64_t>(file_size) < size)
       throw Error(Errc::corrupt, what + ": truncated: the file has " + std::to_string(file_size) +
                                      " bytes but the header says " + std::to_string(size));
@@ -240,7 +244,7 @@ struct Segment::Raw {
       ssize_t n = sys::pread(s.fd_, img.bytes.data(), img.bytes.size(), 0);
       sys::check(n, what + ": read header");
     }
-    validate(img.h(), fsize, what);
+    validate(img.h(), fsize, what, s.fd_);
     if (img.h().state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(SegmentState::ready))
       throw Error(Errc::owner_dead, what + ": its creator (pid " + std::to_string(img.h().creator.pid) +
                                         ") died while initialising it; remove it or use open_or_create");
@@ -262,7 +266,7 @@ struct Segment::Raw {
     }
     s.capacity_ = cap;
     // Re-validate what we mapped (another process may have grown it since the pread: fine).
-    validate(s.header(), fsize, what);
+    validate(s.header(), fsize, what, s.fd_);
     log().debug("opened {} at {} (home {})", what, static_cast<void*>(s.map_), hex(base));
   }
 
