@@ -24,6 +24,19 @@ pid_t waitpid(pid_t pid, int* status, int options) noexcept {
 
 int kill(pid_t pid, int sig) noexcept { return ::kill(pid, sig) == 0 ? 0 : -errno; }
 
+int wait_exited_unreaped(pid_t pid) noexcept {
+  siginfo_t si{};
+  for (;;) {
+    if (::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOWAIT) == 0) return 0;
+    if (errno != EINTR) return -errno;
+  }
+}
+
+int execv(const char* path, char* const argv[]) noexcept {
+  ::execv(path, argv);
+  return -errno;
+}
+
 int set_parent_death_signal(int sig) noexcept {
   return ::prctl(PR_SET_PDEATHSIG, static_cast<unsigned long>(sig), 0UL, 0UL, 0UL) == 0 ? 0 : -errno;
 }

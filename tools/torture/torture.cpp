@@ -50,7 +50,6 @@
 // wrappers for them yet (tests/support/testing.cpp does the same).
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -622,12 +621,11 @@ int run_transport(View& v, std::mt19937_64& rng, u32 index) {
   while (!v.stopping()) {
     int sv[2];
     sys::check(sys::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), "socketpair");
-    const pid_t parent = ::getpid();
-    const pid_t agent_pid = ::fork();
-    if (agent_pid < 0) throw Error(Errc::system, "fork (agent) failed", errno);
+    const pid_t parent = sys::getpid();
+    const pid_t agent_pid = sys::fork();
+    if (agent_pid < 0) throw Error(Errc::system, "fork (agent) failed", -agent_pid);
     if (agent_pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(0);
+      if (sys::set_parent_death_signal(SIGKILL) != 0 || sys::getppid() != parent) sys::exit_now(0);
       (void)sys::close(sv[1]);
       try {
         Agent agent;
@@ -635,9 +633,9 @@ int run_transport(View& v, std::mt19937_64& rng, u32 index) {
         agent.add_client(sv[0]);
         agent.run(/*until_no_clients=*/true);
       } catch (...) {
-        ::_exit(3);
+        sys::exit_now(3);
       }
-      ::_exit(0);
+      sys::exit_now(0);
     }
     (void)sys::close(sv[0]);
     ConnectOptions opts;
@@ -652,13 +650,11 @@ int run_transport(View& v, std::mt19937_64& rng, u32 index) {
       const u64 kill_at = v.s->kills_enabled != 0 ? 100 + rng() % 2000 : ~u64{0};
       for (u64 n = 0; !v.stopping(); ++n) {
         if (n == kill_at) {
-          ::kill(agent_pid, SIGKILL);
+          (void)sys::kill(agent_pid, SIGKILL);
           // Wait until it is dead (a zombie, not reaped: its pid cannot be reused yet). Its socket
           // was closed before that, so from here every read must fail: a success would be a
           // transport talking to a dead agent (or, after pid reuse, to some other process).
-          siginfo_t si;
-          while (::waitid(P_PID, static_cast<id_t>(agent_pid), &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
-          }
+          (void)sys::wait_exited_unreaped(agent_pid);
           killed = true;
           v.s->c.kills.fetch_add(1, std::memory_order_relaxed);
           v.s->c.agent_kills.fetch_add(1, std::memory_order_relaxed);
@@ -693,10 +689,9 @@ int run_transport(View& v, std::mt19937_64& rng, u32 index) {
       }
     }
     if (sv[1] >= 0) (void)sys::close(sv[1]);
-    if (!killed) ::kill(agent_pid, SIGKILL);  // a stop, or a failure: the next agent starts clean
+    if (!killed) (void)sys::kill(agent_pid, SIGKILL);  // a stop, or a failure: the next agent starts clean
     int st = 0;
-    while (::waitpid(agent_pid, &st, 0) < 0 && errno == EINTR) {
-    }
+    (void)sys::waitpid(agent_pid, &st, 0);
     agent_was_killed = killed;
   }
   return 0;
@@ -713,7 +708,7 @@ int worker_main(int argc, char** argv) {
   Segment hs = Segment::adopt(std::stoi(argv[5]));
   View v(st);
   if (slot >= kMaxWorkers) return 64;
-  std::mt19937_64 rng(mix64(v.s->seed ^ (u64{slot} << 32) ^ static_cast<u64>(::getpid())));
+  std::mt19937_64 rng(mix64(v.s->seed ^ (u64{slot} << 32) ^ static_cast<u64>(sys::getpid())));
   WorkerSlot& me = v.s->w[slot];
   g_busy = &me.busy;
   me.ready.store(1, std::memory_order_release);
@@ -789,10 +784,9 @@ class Supervisor {
       if (ready.empty()) continue;
       if (!busy.empty() && rng_() % 2 == 0) ready.swap(busy);  // half the kills aimed inside operations
       const u32 i = ready[rng_() % ready.size()];
-      ::kill(workers_[i].pid, SIGKILL);
+      (void)sys::kill(workers_[i].pid, SIGKILL);
       int st = 0;
-      while (::waitpid(workers_[i].pid, &st, 0) < 0 && errno == EINTR) {
-      }
+      (void)sys::waitpid(workers_[i].pid, &st, 0);
       v_.s->c.kills.fetch_add(1, std::memory_order_relaxed);
       ++supervisor_kills_;
       after_death(i);
@@ -808,7 +802,7 @@ class Supervisor {
     for (u32 i = 0; i < workers_.size(); ++i) {
       while (workers_[i].pid > 0) {
         int st = 0;
-        pid_t r = ::waitpid(workers_[i].pid, &st, WNOHANG);
+        pid_t r = sys::waitpid(workers_[i].pid, &st, WNOHANG);
         if (r == workers_[i].pid) {
           check_exit(i, st);
           after_death(i);
@@ -816,9 +810,8 @@ class Supervisor {
         } else if (std::chrono::steady_clock::now() > deadline) {
           note("torture: %s worker %d did not stop; killing it\n", role_name(workers_[i].role), workers_[i].pid);
           ++failures_;
-          ::kill(workers_[i].pid, SIGKILL);
-          while (::waitpid(workers_[i].pid, &st, 0) < 0 && errno == EINTR) {
-          }
+          (void)sys::kill(workers_[i].pid, SIGKILL);
+          (void)sys::waitpid(workers_[i].pid, &st, 0);
           after_death(i);
           workers_[i].pid = -1;
         } else {
@@ -832,14 +825,13 @@ class Supervisor {
   void kill_all() noexcept {
     for (auto& w : workers_) {
       if (w.pid <= 0) continue;
-      ::kill(w.pid, SIGKILL);
+      (void)sys::kill(w.pid, SIGKILL);
       int st = 0;
-      while (::waitpid(w.pid, &st, 0) < 0 && errno == EINTR) {
-      }
+      (void)sys::waitpid(w.pid, &st, 0);
       w.pid = -1;
     }
     // Orphans (agents of killed transport workers) die by PR_SET_PDEATHSIG; reap what is there.
-    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    while (sys::waitpid(-1, nullptr, WNOHANG) > 0) {
     }
   }
 
@@ -856,16 +848,16 @@ class Supervisor {
     const std::string role = std::to_string(static_cast<u32>(workers_[i].role)), slot = std::to_string(i),
                       sfd = std::to_string(st_.fd()), hfd = std::to_string(hs_.fd());
     const char* argv[] = {"/proc/self/exe", "--worker", role.c_str(), slot.c_str(), sfd.c_str(), hfd.c_str(), nullptr};
-    const pid_t parent = ::getpid();
+    const pid_t parent = sys::getpid();
     std::fflush(nullptr);
-    const pid_t pid = ::fork();
-    if (pid < 0) throw Error(Errc::system, "fork (worker) failed", errno);
+    const pid_t pid = sys::fork();
+    if (pid < 0) throw Error(Errc::system, "fork (worker) failed", -pid);
     if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // the supervisor's death takes every worker with it
-      if (::getppid() != parent) ::_exit(0);
-      if (sys::set_cloexec(st_.fd(), false) != 0 || sys::set_cloexec(hs_.fd(), false) != 0) ::_exit(126);
-      ::execv("/proc/self/exe", const_cast<char* const*>(argv));
-      ::_exit(127);
+      // The supervisor's death takes every worker with it.
+      if (sys::set_parent_death_signal(SIGKILL) != 0 || sys::getppid() != parent) sys::exit_now(0);
+      if (sys::set_cloexec(st_.fd(), false) != 0 || sys::set_cloexec(hs_.fd(), false) != 0) sys::exit_now(126);
+      (void)sys::execv("/proc/self/exe", const_cast<char* const*>(argv));
+      sys::exit_now(127);
     }
     workers_[i].pid = pid;
     ws.pid.store(pid, std::memory_order_relaxed);
@@ -887,7 +879,7 @@ class Supervisor {
   void reap_exited() {
     for (;;) {
       int st = 0;
-      const pid_t p = ::waitpid(-1, &st, WNOHANG);
+      const pid_t p = sys::waitpid(-1, &st, WNOHANG);
       if (p <= 0) return;
       u32 i = 0;
       while (i < workers_.size() && workers_[i].pid != p) ++i;
@@ -908,7 +900,7 @@ class Supervisor {
     const auto deadline = std::chrono::steady_clock::now() + 5s;
     for (;;) {
       int st = 0;
-      const pid_t p = ::waitpid(-1, &st, WNOHANG);
+      const pid_t p = sys::waitpid(-1, &st, WNOHANG);
       if (p > 0) {
         ++orphans_reaped_;
         continue;
@@ -919,11 +911,11 @@ class Supervisor {
     }
     note("torture: orphaned processes still alive after 5 s; killing them\n");
     ++failures_;
-    std::FILE* f = std::fopen(("/proc/self/task/" + std::to_string(::getpid()) + "/children").c_str(), "r");
+    std::FILE* f = std::fopen(("/proc/self/task/" + std::to_string(sys::getpid()) + "/children").c_str(), "r");
     int pid = 0;
-    while (f != nullptr && std::fscanf(f, "%d", &pid) == 1) ::kill(pid, SIGKILL);
+    while (f != nullptr && std::fscanf(f, "%d", &pid) == 1) (void)sys::kill(pid, SIGKILL);
     if (f != nullptr) std::fclose(f);
-    while (::waitpid(-1, nullptr, 0) > 0) {
+    while (sys::waitpid(-1, nullptr, 0) > 0) {
     }
   }
 

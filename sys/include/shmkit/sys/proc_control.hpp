@@ -15,6 +15,11 @@ namespace shmkit::sys {
 [[nodiscard]] pid_t waitpid(pid_t pid, int* status, int options) noexcept;
 /// kill(2): 0 or -errno (-ESRCH when no such process).
 [[nodiscard]] int kill(pid_t pid, int sig) noexcept;
+/// Waits until child `pid` has exited but leaves it a zombie (waitid WEXITED|WNOWAIT), so its pid
+/// cannot be reused until a later waitpid() reaps it. 0 or -errno; EINTR retried.
+[[nodiscard]] int wait_exited_unreaped(pid_t pid) noexcept;
+/// execv(2): returns only on failure, with -errno.
+[[nodiscard]] int execv(const char* path, char* const argv[]) noexcept;
 /// prctl(PR_SET_PDEATHSIG, sig): the calling process gets `sig` when its parent thread exits.
 /// 0 or -errno. Callers must then check getppid() against the expected parent, because the parent
 /// may already have died between fork() and this call (the signal is then never sent).
