@@ -84,8 +84,8 @@ inline bool word_check_ok(u64 off, u64 w) noexcept {
   return (w & (0xFFFULL << kCheckShift)) == check_bits(off);
 }
 
-inline int class_of_size(u64 chunk_size) noexcept { return static_cast<int>(chunk_size / 16) - 2; }
-inline u64 class_size(int c) noexcept { return static_cast<u64>(c + 2) * 16; }
+constexpr int class_of_size(u64 chunk_size) noexcept { return static_cast<int>(chunk_size / 16) - 2; }
+constexpr u64 class_size(int c) noexcept { return static_cast<u64>(c + 2) * 16; }
 
 // -- undo log ------------------------------------------------------------------------------------
 enum LogOp : u32 { op_none = 0, op_free = 1, op_other = 2 };
