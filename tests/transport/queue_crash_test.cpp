@@ -1,6 +1,10 @@
 // Tests that the Queue survives producers and consumers SIGKILLed at random moments, in the middle
 // of push and pop, while others keep going: the queue is never wedged, and exactly-once delivery
-// holds for every completely pushed message (push returned ok). Consumers pop with a PopReceipt
+// holds for every completely pushed message (push returned ok). Then, deterministically, the
+// producer repair paths that a random kill only rarely hits: a producer process that died holding
+// the producer lock after committing its record but before advancing tail (the record is delivered
+// once, after the earlier ones and before later pushes), after committing only the pad in front of
+// a wrapped record, and after scribbling uncommitted bytes past tail (nothing is delivered). Consumers pop with a PopReceipt
 // into shared memory so that a message handed to a consumer that died before it could log it is
 // still accounted for; producers log each push that returned. At the end (after close and drain):
 //   * no message is delivered twice;
@@ -20,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "shmkit/locks/lock.hpp"
 #include "shmkit/sys/syscall.hpp"
 #include "shmkit/transport/queue.hpp"
 #include "testing.hpp"
@@ -192,6 +197,116 @@ TEST(QueueCrash, RandomKillsKeepExactlyOnce) {
   EXPECT_GE(kills, 50) << "too few kills to mean anything";
   std::printf("queue crash: %d kills, %u completed pushes, %zu delivered, %d in-flight pushes delivered\n", kills,
               completed, delivered.size(), inflight_delivered);
+}
+
+// ---- deterministic producer repair --------------------------------------------------------
+
+// The commit word of the record at ring position `pos` (the header's pos field, 8 bytes into the
+// 64-aligned record: queue.hpp, INVARIANT3/5).
+std::atomic_ref<std::uint64_t> commit_word_at(Queue& q, std::uint64_t pos) {
+  QueueControl* c = q.control();
+  auto* ring = reinterpret_cast<std::byte*>(c) + c->ring_offset;
+  return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(ring + pos % c->capacity + 8));
+}
+
+std::vector<std::byte> bytes_of(std::uint32_t len, std::uint8_t fill) { return std::vector<std::byte>(len, std::byte{fill}); }
+
+// Pops everything (try_pop) and returns the first byte and length of each message.
+std::vector<std::pair<std::uint8_t, std::uint32_t>> drain(Queue& q) {
+  std::vector<std::pair<std::uint8_t, std::uint32_t>> got;
+  std::vector<std::byte> out(4096);
+  for (;;) {
+    QueueResult r = q.try_pop(out);
+    if (r.status != QueueStatus::ok) {
+      EXPECT_EQ(r.status, QueueStatus::would_block);
+      return got;
+    }
+    got.emplace_back(r.size == 0 ? 0 : std::to_integer<std::uint8_t>(out[0]), r.size);
+  }
+}
+
+// A child process pushes `len` bytes of `fill` for real, then takes the producer lock and undoes
+// what happened after its commit as `undo` says (tail back: died before the tail store; also the
+// message's commit word cleared: died after committing only the pad), and exits holding the lock.
+enum class Undo { tail, tail_and_message_commit, scribble };
+void die_mid_push(SharedMem& mem, Undo undo, std::uint32_t len, std::uint8_t fill) {
+  Child child([&] {
+    Queue q = Queue::attach(mem.base, mem.size);
+    QueueControl* c = q.control();
+    std::uint64_t t0 = c->tail.load();
+    if (undo == Undo::scribble) {
+      if (c->producer_lock.acquire() != LockResult::acquired) return 2;
+      // Garbage in the whole free part of the ring, but never a word that names its position.
+      auto* ring = reinterpret_cast<std::byte*>(c) + c->ring_offset;
+      std::uint64_t h = c->head.load();
+      for (std::uint64_t p = t0; p < h + c->capacity; ++p) ring[p % c->capacity] = std::byte{0xee};
+      return 0;  // exits holding the producer lock
+    }
+    QueueResult r = q.push(bytes_of(len, fill));
+    if (r.status != QueueStatus::ok) return 3;
+    if (c->producer_lock.acquire() != LockResult::acquired) return 4;
+    c->tail.store(t0);
+    if (undo == Undo::tail_and_message_commit) {
+      if (r.pos == t0) return 5;  // the scenario needs a pad in front of the message
+      commit_word_at(q, r.pos).store(0);
+    }
+    return 0;  // exits holding the producer lock: the kernel marks it owner-died
+  });
+  ASSERT_EQ(child.wait(10s), 0);
+}
+
+TEST(QueueCrash, ProducerDeadAfterCommitBeforeTailIsDeliveredOnce) {
+  SharedMem mem(Queue::required_bytes(4096));
+  Queue q = Queue::create(mem.base, mem.size, 1000);
+  ASSERT_EQ(q.push(bytes_of(100, 1)).status, QueueStatus::ok);
+  die_mid_push(mem, Undo::tail, 200, 2);
+  // The committed record is visible to consumers already; the next producer repairs tail first.
+  ASSERT_EQ(q.push(bytes_of(300, 3)).status, QueueStatus::ok);
+  EXPECT_EQ(drain(q), (std::vector<std::pair<std::uint8_t, std::uint32_t>>{{1, 100}, {2, 200}, {3, 300}}));
+  EXPECT_TRUE(q.empty());
+  // The same, but the consumer takes the orphaned record before any producer repairs tail.
+  die_mid_push(mem, Undo::tail, 50, 4);
+  EXPECT_EQ(drain(q), (std::vector<std::pair<std::uint8_t, std::uint32_t>>{{4, 50}}));
+  ASSERT_EQ(q.push(bytes_of(60, 5)).status, QueueStatus::ok);
+  EXPECT_EQ(drain(q), (std::vector<std::pair<std::uint8_t, std::uint32_t>>{{5, 60}}));
+  EXPECT_TRUE(q.empty());
+}
+
+TEST(QueueCrash, ProducerDeadAfterPadCommitLosesNothingCompleted) {
+  SharedMem mem(Queue::required_bytes(4096));
+  Queue q = Queue::create(mem.base, mem.size, 1000);
+  const std::uint64_t cap = q.control()->capacity;
+  // Moves tail to less than one 1000-byte record (1024 bytes) before the end of the ring, so that
+  // the next 1000-byte message needs a pad: one 128-byte record, then 1024-byte ones.
+  auto near_the_end = [&](std::uint8_t fill) {
+    ASSERT_EQ(q.push(bytes_of(100, fill)).status, QueueStatus::ok);
+    while (cap - q.control()->tail.load() % cap >= 1024) ASSERT_EQ(q.push(bytes_of(1000, fill)).status, QueueStatus::ok);
+    EXPECT_GE(drain(q).size(), 1u);
+    ASSERT_NE(q.control()->tail.load() % cap, 0u);
+  };
+  near_the_end(10);
+  die_mid_push(mem, Undo::tail_and_message_commit, 1000, 11);  // pad committed, message not
+  ASSERT_EQ(q.push(bytes_of(500, 12)).status, QueueStatus::ok);
+  // The dead producer's push never returned: its message is not delivered; the pad is skipped.
+  EXPECT_EQ(drain(q), (std::vector<std::pair<std::uint8_t, std::uint32_t>>{{12, 500}}));
+  // Pad and message both committed, tail not advanced: the message is delivered once.
+  near_the_end(13);
+  die_mid_push(mem, Undo::tail, 1000, 14);
+  ASSERT_EQ(q.push(bytes_of(8, 15)).status, QueueStatus::ok);
+  EXPECT_EQ(drain(q), (std::vector<std::pair<std::uint8_t, std::uint32_t>>{{14, 1000}, {15, 8}}));
+  EXPECT_TRUE(q.empty());
+}
+
+TEST(QueueCrash, UncommittedBytesOfADeadProducerAreNeverDelivered) {
+  SharedMem mem(Queue::required_bytes(4096));
+  Queue q = Queue::create(mem.base, mem.size, 1000);
+  ASSERT_EQ(q.push(bytes_of(70, 1)).status, QueueStatus::ok);
+  die_mid_push(mem, Undo::scribble, 0, 0);
+  EXPECT_EQ(drain(q), (std::vector<std::pair<std::uint8_t, std::uint32_t>>{{1, 70}}));
+  for (std::uint8_t i = 2; i < 40; ++i) {
+    ASSERT_EQ(q.push(bytes_of(17u * i, i)).status, QueueStatus::ok);
+    EXPECT_EQ(drain(q), (std::vector<std::pair<std::uint8_t, std::uint32_t>>{{i, 17u * i}}));
+  }
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Tests the shared-memory Queue (transport/queue.hpp) against a model: FIFO order and contents for
-// random message sizes from 0 bytes to the maximum (wrapping the ring, with pads), the try_
+// random message sizes from 0 bytes to the maximum (wrapping the ring, with pads; also with ring
+// garbage and payloads that name future record positions), the try_
 // variants (would_block exactly when empty; full only when the bytes really do not fit), size
 // limits, timeouts, several producer and consumer processes with every message delivered exactly
 // once and each producer's order kept, and close(): consumers drain, then see the end, and sleeping
@@ -72,6 +73,61 @@ TEST(QueueModel, RandomSizesMatchTheModel) {
   }
   EXPECT_GT(pushes, 50000u);
   EXPECT_GT(full, 0u) << "the test never filled the ring";
+}
+
+// INVARIANT7 of queue.hpp: a record is published by its header word naming its position, so bytes
+// left in the ring (garbage at creation, old payloads) must never be taken for a record even when
+// they name a position exactly. Here the ring starts with every header-aligned word naming its
+// first-lap position, and every message carries, at each word that lands on a header-aligned ring
+// offset, the position that offset will have one or two laps later; the queue must still match
+// the model.
+TEST(QueueModel, WordsNamingFuturePositionsAreNeverTakenForRecords) {
+  constexpr std::uint32_t kMax = 300;
+  SharedMem mem(Queue::required_bytes(4096));
+  auto* ring = mem.base + sizeof(QueueControl);
+  const std::uint64_t cap = (mem.size - sizeof(QueueControl)) & ~std::uint64_t{63};
+  std::uint64_t lap1 = cap;
+  for (std::uint64_t i = 0; i < cap; i += 64, lap1 += 64) std::memcpy(ring + i + 8, &lap1, 8);
+  Queue q = Queue::create(mem.base, mem.size, kMax);
+  ASSERT_EQ(q.control()->capacity, cap);
+  std::deque<std::vector<std::byte>> model;
+  std::mt19937 rng(99);
+  std::vector<std::byte> out(kMax);
+  std::uint32_t pops = 0;
+  for (int step = 0; step < 40000; ++step) {
+    if (rng() % 2 == 0) {
+      std::uint32_t len = rng() % (kMax + 1);
+      std::vector<std::byte> msg = pattern(len, static_cast<std::uint32_t>(step));
+      // Where this message will land: at tail, or at the next lap's start after a pad.
+      std::uint64_t t = q.control()->tail.load();
+      std::uint64_t rec = (Queue::kRecordHeader + len + 63) & ~std::uint64_t{63};
+      std::uint64_t pos = rec > cap - t % cap ? t + (cap - t % cap) : t;
+      for (std::uint64_t k = 1; 64 * k - 8 + 8 <= len; ++k) {  // payload offset 64k-8 = ring offset 64k+8
+        std::uint64_t future = pos + 64 * k + cap * (1 + rng() % 2);
+        std::memcpy(msg.data() + 64 * k - 8, &future, 8);
+      }
+      QueueResult r = q.try_push(msg);
+      if (r.status == QueueStatus::ok) {
+        ASSERT_EQ(r.pos, pos);
+        model.push_back(std::move(msg));
+      } else {
+        ASSERT_EQ(r.status, QueueStatus::would_block);
+      }
+    } else {
+      QueueResult r = q.try_pop(out);
+      if (model.empty()) {
+        ASSERT_EQ(r.status, QueueStatus::would_block) << "step " << step;
+        continue;
+      }
+      ASSERT_EQ(r.status, QueueStatus::ok) << "step " << step;
+      ASSERT_EQ(r.size, model.front().size());
+      ASSERT_TRUE(std::equal(model.front().begin(), model.front().end(), out.begin()));
+      model.pop_front();
+      ++pops;
+    }
+  }
+  EXPECT_GT(pops, 10000u);
+  EXPECT_GT(q.control()->head.load(), 20 * cap) << "the test should wrap the ring many times";
 }
 
 TEST(QueueModel, SizeLimitsAndSmallBuffers) {

@@ -1,6 +1,8 @@
 #include "shmkit/transport/queue.hpp"
 
 #include <algorithm>
+#include <cstddef>
+#include <type_traits>
 #include <cstring>
 #include <new>
 
@@ -17,9 +19,12 @@ enum : std::uint32_t { kKindMsg = 0x4d53u, kKindPad = 0x5044u };
 struct RecordHeader {
   std::uint32_t len;   // message bytes (0 for a pad)
   std::uint32_t kind;  // kKindMsg or kKindPad
-  std::uint64_t pos;   // the record's own position: catches a stale or misplaced record
+  std::uint64_t pos;   // the commit word: == the record's position once it is complete (INVARIANT3/7)
 };
 static_assert(sizeof(RecordHeader) == Queue::kRecordHeader);
+static_assert(std::is_standard_layout_v<RecordHeader> && offsetof(RecordHeader, pos) == 8,
+              "the commit word is the 8-aligned pos field of a 64-aligned record");
+constexpr std::uint64_t kCommitOffset = offsetof(RecordHeader, pos);
 
 constexpr std::uint64_t kAlign = Queue::kRecordAlign;
 constexpr std::uint64_t round_align(std::uint64_t n) noexcept { return (n + kAlign - 1) & ~(kAlign - 1); }
@@ -28,6 +33,9 @@ constexpr std::uint64_t record_bytes(std::uint64_t len) noexcept { return round_
 // How long a sleeper sleeps at most before looking again. Wake-ups are exact (futex), so this is
 // only a safety net for a waker that died between its commit and its wake.
 constexpr auto kSleepSlice = std::chrono::milliseconds(50);
+
+// A waiting consumer reads the record line at head every kPollEvery-th spin iteration (see pop()).
+constexpr std::uint32_t kPollEvery = 4;
 
 }  // namespace
 
@@ -77,6 +85,11 @@ Queue Queue::create(void* mem, std::size_t bytes, std::uint32_t max_message,
   // means "none"), and ring index = pos % capacity.
   c->tail.store(capacity, std::memory_order_relaxed);
   c->head.store(capacity, std::memory_order_relaxed);
+  // INVARIANT7 at the start: the header word at tail (index 0) must not read as committed; the
+  // rest of the ring may hold garbage (every later header word is cleared by the record before it).
+  std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(static_cast<std::byte*>(mem) +
+                                                                    sizeof(QueueControl) + kCommitOffset))
+      .store(0, std::memory_order_relaxed);
   // Publishes the whole block: an attacher that sees the magic (acquire) sees the fields above.
   std::atomic_ref<std::uint64_t>(c->magic).store(QueueControl::kMagic, std::memory_order_release);
   return attach(mem, bytes, receipt_region);
@@ -105,6 +118,26 @@ Queue Queue::attach(void* mem, std::size_t bytes, std::span<std::byte> receipt_r
   q.wake_threshold_ = std::min<std::uint64_t>(q.capacity_, std::max<std::uint64_t>(q.capacity_ / 2,
                                                                                   min_ring_bytes(q.max_message_)));
   return q;
+}
+
+// ---- record access ---------------------------------------------------------------------------
+// idx is always < capacity_ and a multiple of 64 (INVARIANT2/3), computed from a local capacity_:
+// every access below stays inside the ring.
+
+std::atomic_ref<std::uint64_t> Queue::commit_word(std::uint64_t idx) const noexcept {
+  return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(ring_ + idx + kCommitOffset));
+}
+
+void Queue::read_len_kind(std::uint64_t idx, std::uint32_t& len, std::uint32_t& kind) const noexcept {
+  // Plain reads: only after the commit word was seen (acquire) naming this record, and while its
+  // side's lock keeps head at it (no producer may rewrite it before head moves past).
+  std::memcpy(&len, ring_ + idx + offsetof(RecordHeader, len), sizeof len);
+  std::memcpy(&kind, ring_ + idx + offsetof(RecordHeader, kind), sizeof kind);
+}
+
+void Queue::write_len_kind(std::uint64_t idx, std::uint32_t len, std::uint32_t kind) noexcept {
+  std::memcpy(ring_ + idx + offsetof(RecordHeader, len), &len, sizeof len);
+  std::memcpy(ring_ + idx + offsetof(RecordHeader, kind), &kind, sizeof kind);
 }
 
 // ---- locking and repair ----------------------------------------------------------------------
@@ -139,10 +172,31 @@ void Queue::unlock_side(Side side) noexcept {
 }
 
 bool Queue::repair_producer() noexcept {
-  // Nothing a dead producer wrote past `tail` is visible; only check INVARIANT1/2.
-  std::uint64_t t = ctl_->tail.load(std::memory_order_acquire);
+  // A dead producer may have committed its record (the header's pos word, INVARIANT5) and died
+  // before advancing `tail`: roll tail forward over committed records. It committed at most a pad
+  // and one message (every earlier death was repaired by the acquirer that inherited the lock), so
+  // two steps suffice; a third committed record would mean foreign writes.
+  std::uint64_t t = ctl_->tail.load(std::memory_order_relaxed);  // ours now (INVARIANT5)
+  if (t % kAlign != 0) return false;
+  for (int step = 0; step < 2; ++step) {
+    std::uint64_t idx = t % capacity_;
+    // acquire: pairs with the dead producer's commit store; its record bytes are then visible.
+    if (commit_word(idx).load(std::memory_order_acquire) != t) break;
+    std::uint32_t len = 0, kind = 0;
+    read_len_kind(idx, len, kind);
+    if (kind == kKindPad) {
+      t += capacity_ - idx;
+    } else if (kind == kKindMsg && len <= max_message_ && record_bytes(len) <= capacity_ - idx) {
+      t += record_bytes(len);
+    } else {
+      return false;
+    }
+  }
+  // head may have passed the old tail (consumers take a record once it is committed) but never t.
   std::uint64_t h = ctl_->head.load(std::memory_order_acquire);
-  return h <= t && t - h <= capacity_ && t % kAlign == 0;
+  if (!(h <= t && t - h <= capacity_ && h % kAlign == 0)) return false;
+  ctl_->tail.store(t, std::memory_order_release);
+  return true;
 }
 
 bool Queue::receipt_ok(const void* r) const noexcept {
@@ -153,9 +207,10 @@ bool Queue::receipt_ok(const void* r) const noexcept {
 }
 
 bool Queue::repair_consumer() noexcept {
-  std::uint64_t h = ctl_->head.load(std::memory_order_acquire);
-  std::uint64_t t = ctl_->tail.load(std::memory_order_acquire);
-  if (!(h <= t && t - h <= capacity_ && h % kAlign == 0)) return false;
+  // tail is not compared: a producer may have committed a record and not yet advanced tail
+  // (INVARIANT1 holds under the producer lock only).
+  std::uint64_t h = ctl_->head.load(std::memory_order_relaxed);  // ours now (INVARIANT5)
+  if (h % kAlign != 0 || h < capacity_) return false;
   auto active = std::atomic_ref<std::uint32_t>(ctl_->journal_active);
   if (active.load(std::memory_order_acquire) == 0) return true;
   // INVARIANT6: a pop with a receipt was in flight. If its receipt already names the message at
@@ -164,13 +219,13 @@ bool Queue::repair_consumer() noexcept {
   std::int64_t rel = std::atomic_ref<std::int64_t>(ctl_->journal_receipt_rel).load(std::memory_order_acquire);
   auto* receipt = reinterpret_cast<PopReceipt*>(reinterpret_cast<std::uintptr_t>(ctl_) +
                                                 static_cast<std::uintptr_t>(rel));
-  if (jpos == h && h != t && receipt_ok(receipt) &&
-      receipt->pos.load(std::memory_order_acquire) == jpos) {
-    RecordHeader rh;
-    std::memcpy(&rh, ring_ + h % capacity_, sizeof rh);
-    std::uint64_t rec = record_bytes(rh.len);
-    if (rh.pos != h || rh.kind != kKindMsg || rh.len > max_message_ || rec > t - h) return false;
-    ctl_->head.store(h + rec, std::memory_order_release);
+  const std::uint64_t idx = h % capacity_;
+  if (jpos == h && receipt_ok(receipt) && receipt->pos.load(std::memory_order_acquire) == jpos &&
+      commit_word(idx).load(std::memory_order_acquire) == h) {
+    std::uint32_t len = 0, kind = 0;
+    read_len_kind(idx, len, kind);
+    if (kind != kKindMsg || len > max_message_ || record_bytes(len) > capacity_ - idx) return false;
+    ctl_->head.store(h + record_bytes(len), std::memory_order_release);
   }
   // A receipt outside this process's receipt region cannot be checked: the message stays in the
   // queue (delivered again rather than lost).
@@ -182,18 +237,18 @@ bool Queue::repair_consumer() noexcept {
 
 QueueResult Queue::push_locked(std::span<const std::byte> msg) noexcept {
   // closed is read under producer_lock: close() sets it under the same lock, so no push commits
-  // after close() returned (consumers that saw closed then see the final tail).
+  // after close() returned (consumers that saw closed then see every commit).
   if (ctl_->closed.load(std::memory_order_acquire) != 0) return {QueueStatus::closed, 0, 0};
-  // tail is ours (INVARIANT5); head is the consumers': the acquire load below pairs with their
-  // release store so their reads of the bytes we are about to overwrite have finished (a cached
-  // value was loaded the same way, by this handle, under this lock).
-  std::uint64_t t = ctl_->tail.load(std::memory_order_relaxed);
-  std::uint64_t rec = record_bytes(msg.size());
+  // tail is ours (INVARIANT5): relaxed, the previous holder's release of the lock ordered it.
+  const std::uint64_t t = ctl_->tail.load(std::memory_order_relaxed);
+  const std::uint64_t rec = record_bytes(msg.size());
   std::uint64_t idx = t % capacity_;
-  std::uint64_t to_end = capacity_ - idx;
-  std::uint64_t pad = rec > to_end ? to_end : 0;  // records never straddle the end (INVARIANT3)
+  const std::uint64_t to_end = capacity_ - idx;
+  const std::uint64_t pad = rec > to_end ? to_end : 0;  // records never straddle the end (INVARIANT3)
   // First against the cached head (a lower bound: head only grows), so that the line the
-  // consumers write on every pop is read only when the ring looks full.
+  // consumers write on every pop is read only when the ring looks full. head is read with
+  // acquire: pairs with the consumers' release/seq_cst store, so their reads of the bytes we are
+  // about to overwrite have finished (a cached value was loaded the same way, under this lock).
   std::uint64_t h = cached_head_.load(std::memory_order_relaxed);
   if (h > t || t - h > capacity_ || pad + rec > capacity_ - (t - h)) {
     h = ctl_->head.load(std::memory_order_acquire);
@@ -202,18 +257,28 @@ QueueResult Queue::push_locked(std::span<const std::byte> msg) noexcept {
     if (pad + rec > capacity_ - (t - h)) return {QueueStatus::would_block, 0, 0};
   }
   if (pad != 0) {
-    RecordHeader ph{0, kKindPad, t};
-    std::memcpy(ring_ + idx, &ph, sizeof ph);
+    // The pad is its own commit (it carries no message): a consumer may skip it at once. Its word
+    // at index 0 cannot read as committed (INVARIANT7: a record starts at index 0 in every lap).
+    write_len_kind(idx, 0, kKindPad);
+    // release: the pad's kind above is visible to a consumer that sees the commit.
+    commit_word(idx).store(t, std::memory_order_release);
     idx = 0;
   }
-  std::uint64_t pos = t + pad;
-  RecordHeader rh{static_cast<std::uint32_t>(msg.size()), kKindMsg, pos};
-  std::memcpy(ring_ + idx, &rh, sizeof rh);
-  if (!msg.empty()) std::memcpy(ring_ + idx + sizeof rh, msg.data(), msg.size());
-  // The commit (INVARIANT5). seq_cst: ordered before the load of consumers_armed in
-  // wake_consumer(), the other half of the sleep protocol in wait_until() (a consumer arms, then
-  // re-reads tail).
-  ctl_->tail.store(pos + rec, std::memory_order_seq_cst);
+  const std::uint64_t pos = t + pad;
+  const std::uint64_t end = pos + rec;
+  write_len_kind(idx, static_cast<std::uint32_t>(msg.size()), kKindMsg);
+  if (!msg.empty()) std::memcpy(ring_ + idx + kRecordHeader, msg.data(), msg.size());
+  // INVARIANT7: the word where the next record's header will go must not read as committed. When
+  // end - h == capacity it holds the header of the record at h (pos h != end) and is live: leave it.
+  // relaxed: ordered before the commit below by its release.
+  if (end - h < capacity_) commit_word(end % capacity_).store(0, std::memory_order_relaxed);
+  // The commit (INVARIANT5). seq_cst: release for the record's bytes, and ordered before the load
+  // of consumers_armed in wake_consumer(), the other half of the sleep protocol in wait_until()
+  // (a consumer arms, then re-reads this word). The line is already ours (we just wrote it).
+  commit_word(idx).store(pos, std::memory_order_seq_cst);
+  // Producers' own bookkeeping (INVARIANT1); consumers never read it on their path.
+  // release: bytes_used() and producers' waits read it without the lock.
+  ctl_->tail.store(end, std::memory_order_release);
   return {QueueStatus::ok, static_cast<std::uint32_t>(msg.size()), pos};
 }
 
@@ -235,10 +300,13 @@ namespace {
 // armed it clears it, bumps the word and wakes. In the single total order either the waker sees
 // our arming, or our re-check sees its commit; a bump after our read of the word makes the
 // futex_wait return at once. No lost wake-up.
+// While spinning, ready() is evaluated only every poll_every-th iteration (see pop()); the
+// re-check after arming always evaluates it.
 template <class Ready>
 void wait_until(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& armed, Ready ready,
-                AdaptiveSpin& spin, sys::Deadline deadline) noexcept {
-  if (spin.spin(ready)) return;
+                AdaptiveSpin& spin, sys::Deadline deadline, std::uint32_t poll_every = 1) noexcept {
+  std::uint32_t polls = 0;
+  if (spin.spin([&] { return ++polls % poll_every == 0 && ready(); })) return;
   std::uint32_t seen = word.load(std::memory_order_seq_cst);
   armed.store(1, std::memory_order_seq_cst);
   if (!ready()) {
@@ -288,35 +356,28 @@ QueueResult Queue::push(std::span<const std::byte> msg, sys::Deadline deadline) 
 QueueResult Queue::pop_locked(std::span<std::byte> out, PopReceipt* receipt) noexcept {
   std::uint64_t h = ctl_->head.load(std::memory_order_relaxed);  // ours (INVARIANT5)
   for (;;) {
-    // The cached tail is a lower bound (tail only grows) loaded with acquire by this handle under
-    // this lock, so the records below it are visible; the producers' line is read again only
-    // when the cache is used up.
-    std::uint64_t t = cached_tail_.load(std::memory_order_relaxed);
-    if (t <= h || t - h > capacity_) {
-      // closed before tail: see push_locked. tail acquire pairs with the producer's commit.
+    const std::uint64_t idx = h % capacity_;
+    // The record at head is there iff its commit word names head (INVARIANT3/7): the producers'
+    // tail line is never read here. acquire: pairs with the producer's commit store.
+    if (commit_word(idx).load(std::memory_order_acquire) != h) {
+      // closed, then the word again: close() sets closed after every commit (see push_locked),
+      // so a queue seen closed and then empty at head is drained.
       bool closed = ctl_->closed.load(std::memory_order_acquire) != 0;
-      t = ctl_->tail.load(std::memory_order_acquire);
-      if (!(h <= t && t - h <= capacity_ && h % kAlign == 0)) return {QueueStatus::corrupt, 0, 0};
-      cached_tail_.store(t, std::memory_order_relaxed);
-      if (h == t) return {closed ? QueueStatus::closed : QueueStatus::would_block, 0, 0};
+      if (commit_word(idx).load(std::memory_order_acquire) != h)
+        return {closed ? QueueStatus::closed : QueueStatus::would_block, 0, 0};
     }
-    std::uint64_t idx = h % capacity_;
-    RecordHeader rh;
-    std::memcpy(&rh, ring_ + idx, sizeof rh);
-    if (rh.pos != h) return {QueueStatus::corrupt, 0, 0};
-    if (rh.kind == kKindPad) {
-      std::uint64_t skip = capacity_ - idx;
-      if (skip > t - h) return {QueueStatus::corrupt, 0, 0};
-      // Skipping a pad is its own commit: it carries no message.
-      h += skip;
+    std::uint32_t len = 0, kind = 0;
+    read_len_kind(idx, len, kind);
+    if (kind == kKindPad) {
+      // Skipping a pad is its own commit: it carries no message. release: our read of it is done.
+      h += capacity_ - idx;
       ctl_->head.store(h, std::memory_order_release);
       continue;
     }
-    std::uint64_t rec = record_bytes(rh.len);
-    if (rh.kind != kKindMsg || rh.len > max_message_ || rec > t - h || rec > capacity_ - idx)
-      return {QueueStatus::corrupt, 0, 0};
-    if (rh.len > out.size()) return {QueueStatus::buffer_too_small, rh.len, h};
-    if (rh.len != 0) std::memcpy(out.data(), ring_ + idx + sizeof rh, rh.len);
+    const std::uint64_t rec = record_bytes(len);
+    if (kind != kKindMsg || len > max_message_ || rec > capacity_ - idx) return {QueueStatus::corrupt, 0, 0};
+    if (len > out.size()) return {QueueStatus::buffer_too_small, len, h};
+    if (len != 0) std::memcpy(out.data(), ring_ + idx + kRecordHeader, len);
     if (receipt != nullptr) {
       // Journal first (INVARIANT6), then the receipt, then the commit. Release stores keep the
       // order for a repairer that inherits the lock after our death.
@@ -332,8 +393,14 @@ QueueResult Queue::pop_locked(std::span<std::byte> out, PopReceipt* receipt) noe
     ctl_->head.store(h + rec, std::memory_order_seq_cst);
     if (receipt != nullptr)
       std::atomic_ref<std::uint32_t>(ctl_->journal_active).store(0, std::memory_order_release);
-    return {QueueStatus::ok, rh.len, h};
+    return {QueueStatus::ok, len, h};
   }
+}
+
+bool Queue::message_at_head() const noexcept {
+  // seq_cst: used in the consumers' sleep protocol (wait_until's re-check after arming).
+  std::uint64_t h = ctl_->head.load(std::memory_order_seq_cst);
+  return commit_word(h % capacity_).load(std::memory_order_seq_cst) == h;
 }
 
 void Queue::wake_producers() noexcept {
@@ -376,19 +443,24 @@ QueueResult Queue::pop(std::span<std::byte> out, sys::Deadline deadline, PopRece
     if (r.status == QueueStatus::ok) {
       wake_producers();
       // Pass the wake on: the producer woke one sleeper per arming; if messages remain, another
-      // armed consumer may take them in parallel. (armed first: it is rarely written, tail is
-      // written by every push.)
-      if (ctl_->consumers_armed.load(std::memory_order_relaxed) != 0 && !empty()) wake_consumer();
+      // armed consumer may take them in parallel. (armed first, relaxed: it is rarely written and
+      // only a hint here; a wake it misses is covered by the sleeper's own protocol.)
+      if (ctl_->consumers_armed.load(std::memory_order_relaxed) != 0 && message_at_head()) wake_consumer();
       return r;
     }
     if (r.status != QueueStatus::would_block) return r;
     if (deadline != sys::kNoDeadline && sys::Clock::now() >= deadline)
       return {QueueStatus::timed_out, 0, 0};
-    auto ready = [&] {
-      return ctl_->tail.load(std::memory_order_seq_cst) != ctl_->head.load(std::memory_order_seq_cst) ||
-             ctl_->closed.load(std::memory_order_seq_cst) != 0;
-    };
-    wait_until(ctl_->not_empty, ctl_->consumers_armed, ready, pop_spin_, deadline);
+    // Looks at the shared lines only every kPollEvery-th spin iteration (one PAUSE each, 25-65 ns
+    // here). The line a waiting consumer reads is the very record line the producer is about to
+    // write, and every read pulls it back to this core: the producer's next store to it then
+    // waits for the line to return, and its commit's locked instruction waits for that store.
+    // Polled at every PAUSE, a streaming producer paid that round trip on nearly every message
+    // (measured, one producer and one consumer on two cores: 88 ns per message, against 68 at
+    // every 4th and 52 at every 64th). The cost is latency: a message pushed into an empty queue
+    // is seen up to kPollEvery PAUSEs later (0.1-0.25 us, against 5-10 us for a futex wake-up).
+    auto ready = [&] { return message_at_head() || ctl_->closed.load(std::memory_order_seq_cst) != 0; };
+    wait_until(ctl_->not_empty, ctl_->consumers_armed, ready, pop_spin_, deadline, kPollEvery);
   }
 }
 
