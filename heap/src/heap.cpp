@@ -668,7 +668,9 @@ struct Heap::Engine {
       u64 meta = head_ok ? batch_meta(head).load(std::memory_order_relaxed) : 0;
       len = meta >> kBatchLenShift;
       nb = meta & kBatchNextMask;
-      if (!head_ok || len == 0 || (nb != 0 && !valid_chunk(nb))) {
+      // The next batch's head is only bounds-checked here (its header is a cache miss, and it
+      // is only stored: every consumer of a central list checks a head before reading through it).
+      if (!head_ok || len == 0 || (nb != 0 && !readable(nb))) {
         // A damaged central list: drop it (its chunks are lost; verify reports them as cached
         // chunks on no list) and carve from the arena below instead.
         c.errors.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
@@ -1321,8 +1323,10 @@ void* Heap::allocate(std::size_t n, std::size_t align) noexcept {
         // for pending; the release store of head orders it first.
         slot->pending.store(ch, std::memory_order_relaxed);
         const u64 nx = reinterpret_cast<std::atomic<u64>*>(base_ + ch + 16)->load(std::memory_order_relaxed);
-        // The next pop of this class reads nx's header: start the (likely) cache miss now.
+        // The next pop of this class reads nx's header and link: start the (likely) cache miss
+        // now (two lines when the chunk starts 48 bytes into one).
         __builtin_prefetch(base_ + nx + 8, 1);
+        __builtin_prefetch(base_ + nx + 16, 1);
         bin.head.store(nx, std::memory_order_release);
         bin.count.store(bin.count.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
         word.store(make_word(ch, s, st_used), std::memory_order_release);
