@@ -7,8 +7,20 @@
 // Goal: shmkit_queue >= 5 x boost_message_queue.
 //
 // A run of n iterations moves n messages: the producer is forked before the timed region, sends
-// exactly n and exits; the consumer checks every message's sequence number.
+// exactly n and exits; the consumer checks every message's sequence number. Every variant moves
+// one message per send/receive call, with 1024 messages of capacity, and blocks (or spins) the
+// way its library does when full or empty.
+//
+// Placement. Nothing pins the two processes, and where the scheduler puts them decides Boost's
+// figure more than anything else: with both processes on one core (another engineer's job on the
+// other, say) the producer fills the queue and blocks, the consumer drains it, and each message
+// costs an uncontended mutex lock/unlock (measured 44 ns, 22.7 M/s under `taskset -c 0`); on two
+// cores the processes fight over the one mutex line (112-140 ns, 7-9 M/s under `taskset -c 0,1`).
+// That is the 3.5-19 M/s spread seen between runs. So every variant reports the counter
+// `same_cpu`: the share of samples (one per 1024 messages) in which the consumer ran on the CPU
+// the producer last reported. Compare ratios between runs with similar same_cpu.
 #include <benchmark/benchmark.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -39,6 +51,38 @@ struct Message {
 };
 static_assert(sizeof(Message) == kMsg);
 
+// Where the two processes run (see the file comment): the producer stores its CPU every 1024
+// messages, the consumer compares it with its own every 1024 messages. relaxed: a sample, not a
+// synchronisation; a stale value only blurs the share. Costs a few ns per 1024 messages, alike
+// for every variant.
+struct PlacementProbe {
+  alignas(64) std::atomic<int> producer_cpu{-1};
+  alignas(64) std::uint64_t samples = 0;  // consumer-local
+  std::uint64_t same = 0;
+  void producer_at(std::uint64_t i) {
+    if ((i & 1023) == 0) producer_cpu.store(sched_getcpu(), std::memory_order_relaxed);
+  }
+  void consumer_at(std::uint64_t i) {
+    if ((i & 1023) != 512) return;
+    ++samples;
+    same += sched_getcpu() == producer_cpu.load(std::memory_order_relaxed);
+  }
+  void report(benchmark::State& state) const {
+    state.counters["same_cpu"] = samples == 0 ? 0.0 : static_cast<double>(same) / static_cast<double>(samples);
+  }
+};
+
+class Probe {
+ public:
+  Probe() : mem_(sizeof(PlacementProbe)) { p_ = mem_.get() == nullptr ? nullptr : new (mem_.get()) PlacementProbe; }
+  PlacementProbe* operator->() const { return p_; }
+  bool ok() const { return p_ != nullptr; }
+
+ private:
+  shmkit::bench::SharedMap mem_;
+  PlacementProbe* p_;
+};
+
 using shmkit::bench::fork_partner;
 using shmkit::bench::reap_ok;
 using shmkit::bench::SharedMap;
@@ -52,11 +96,14 @@ void bm_shmkit_queue(benchmark::State& state) {
   SharedMap mem(bytes);
   if (mem.get() == nullptr) return state.SkipWithError("mmap failed");
   tr::Queue q = tr::Queue::create(mem.get(), bytes, kMsg);
+  Probe probe;
+  if (!probe.ok()) return state.SkipWithError("mmap failed");
   const std::int64_t n = static_cast<std::int64_t>(state.max_iterations);
   pid_t pid = fork_partner([&] {
     Message m{};
     for (std::int64_t i = 0; i < n; ++i) {
       m.seq = static_cast<std::uint64_t>(i);
+      probe->producer_at(m.seq);
       if (q.push({reinterpret_cast<std::byte*>(&m), sizeof m}).status != tr::QueueStatus::ok) return 1;
     }
     return 0;
@@ -67,6 +114,7 @@ void bm_shmkit_queue(benchmark::State& state) {
   bool ok = true;
   for (auto _ : state) {
     tr::QueueResult r = q.pop({reinterpret_cast<std::byte*>(&m), sizeof m});
+    probe->consumer_at(expect);
     if (r.status != tr::QueueStatus::ok || r.size != kMsg || m.seq != expect++) {
       ok = false;
       break;
@@ -74,6 +122,7 @@ void bm_shmkit_queue(benchmark::State& state) {
   }
   if (!reap_ok(pid, ok) || !ok) return state.SkipWithError("shmkit queue transfer failed");
   state.SetItemsProcessed(state.iterations());
+  probe->report(state);
 }
 
 void bm_boost_message_queue(benchmark::State& state) {
@@ -82,12 +131,15 @@ void bm_boost_message_queue(benchmark::State& state) {
   bip::message_queue::remove(name.c_str());
   const std::int64_t n = static_cast<std::int64_t>(state.max_iterations);
   bool ok = true;
+  Probe probe;
+  if (!probe.ok()) return state.SkipWithError("mmap failed");
   {
     bip::message_queue q(bip::create_only, name.c_str(), kSlots, kMsg);
     pid_t pid = fork_partner([&] {
       Message m{};
       for (std::int64_t i = 0; i < n; ++i) {
         m.seq = static_cast<std::uint64_t>(i);
+        probe->producer_at(m.seq);
         q.send(&m, sizeof m, 0);
       }
       return 0;
@@ -101,6 +153,7 @@ void bm_boost_message_queue(benchmark::State& state) {
       unsigned prio;
       for (auto _ : state) {
         q.receive(&m, sizeof m, got, prio);
+        probe->consumer_at(expect);
         if (got != kMsg || m.seq != expect++) {
           ok = false;
           break;
@@ -112,10 +165,13 @@ void bm_boost_message_queue(benchmark::State& state) {
   bip::message_queue::remove(name.c_str());
   if (!ok) return state.SkipWithError("boost message_queue transfer failed");
   state.SetItemsProcessed(state.iterations());
+  probe->report(state);
 }
 
 void bm_unix_seqpacket(benchmark::State& state) {
   int sv[2];
+  Probe probe;
+  if (!probe.ok()) return state.SkipWithError("mmap failed");
   if (sys::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return state.SkipWithError("socketpair");
   const std::int64_t n = static_cast<std::int64_t>(state.max_iterations);
   pid_t pid = fork_partner([&] {
@@ -123,6 +179,7 @@ void bm_unix_seqpacket(benchmark::State& state) {
     Message m{};
     for (std::int64_t i = 0; i < n; ++i) {
       m.seq = static_cast<std::uint64_t>(i);
+      probe->producer_at(m.seq);
       if (sys::write(sv[1], &m, sizeof m) != static_cast<ssize_t>(sizeof m)) return 1;
     }
     return 0;
@@ -133,7 +190,9 @@ void bm_unix_seqpacket(benchmark::State& state) {
   std::uint64_t expect = 0;
   bool ok = true;
   for (auto _ : state) {
-    if (sys::read(sv[0], &m, sizeof m) != static_cast<ssize_t>(sizeof m) || m.seq != expect++) {
+    bool got = sys::read(sv[0], &m, sizeof m) == static_cast<ssize_t>(sizeof m);
+    probe->consumer_at(expect);
+    if (!got || m.seq != expect++) {
       ok = false;
       break;
     }
@@ -141,6 +200,7 @@ void bm_unix_seqpacket(benchmark::State& state) {
   (void)sys::close(sv[0]);
   if (!reap_ok(pid, ok) || !ok) return state.SkipWithError("seqpacket transfer failed");
   state.SetItemsProcessed(state.iterations());
+  probe->report(state);
 }
 
 // The physical limit: a single-producer single-consumer ring with no locks, no sleeping, no
@@ -155,10 +215,13 @@ void bm_spin_ring_limit(benchmark::State& state) {
   SharedMap mem(sizeof(SpinRing));
   if (mem.get() == nullptr) return state.SkipWithError("mmap failed");
   auto* ring = new (mem.get()) SpinRing;
+  Probe probe;
+  if (!probe.ok()) return state.SkipWithError("mmap failed");
   const std::int64_t n = static_cast<std::int64_t>(state.max_iterations);
   pid_t pid = fork_partner([&] {
     std::uint64_t head_seen = 0;
     for (std::uint64_t i = 0; i < static_cast<std::uint64_t>(n); ++i) {
+      probe->producer_at(i);
       while (i - head_seen >= kSlots) {
         head_seen = ring->head.load(std::memory_order_acquire);
         sys::cpu_relax();
@@ -179,6 +242,7 @@ void bm_spin_ring_limit(benchmark::State& state) {
     Message m;
     std::memcpy(&m, &ring->slots[head % kSlots], sizeof m);
     ring->head.store(head + 1, std::memory_order_release);
+    probe->consumer_at(head);
     if (m.seq != head++) {
       ok = false;
       break;
@@ -186,6 +250,7 @@ void bm_spin_ring_limit(benchmark::State& state) {
   }
   if (!reap_ok(pid, ok) || !ok) return state.SkipWithError("spin ring transfer failed");
   state.SetItemsProcessed(state.iterations());
+  probe->report(state);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <new>
 
+#include "shmkit/sys/cpu.hpp"
 #include "shmkit/sys/error.hpp"
 #include "shmkit/sys/proc_control.hpp"
 
@@ -36,6 +37,28 @@ constexpr auto kSleepSlice = std::chrono::milliseconds(50);
 
 // A waiting consumer reads the record line at head every kPollEvery-th spin iteration (see pop()).
 constexpr std::uint32_t kPollEvery = 4;
+
+// Placement hints (queue.hpp, "Placement"): 1 + the CPU, 0 = unknown. relaxed everywhere: a hint
+// steers spinning only, and a stale value is as good as any.
+std::int32_t cpu_hint() noexcept { return sys::current_cpu() + 1; }
+
+void note_cpu(std::atomic<std::int32_t>& word, std::int32_t cpu) noexcept {
+  if (cpu > 0 && word.load(std::memory_order_relaxed) != cpu) word.store(cpu, std::memory_order_relaxed);
+}
+
+// Every 64th operation of this thread (the first one included) notes the CPU: migrations are
+// rare, and asking costs about 5 ns.
+constinit thread_local std::uint32_t tl_ops = 0;
+void note_cpu_sometimes(std::atomic<std::int32_t>& word) noexcept {
+  if ((tl_ops++ & 63) == 0) note_cpu(word, cpu_hint());
+}
+
+// Whether a waiter should spin: not when the partner side last ran on this very CPU.
+bool partner_elsewhere(std::atomic<std::int32_t>& mine, const std::atomic<std::int32_t>& partner) noexcept {
+  std::int32_t me = cpu_hint();
+  note_cpu(mine, me);
+  return me <= 0 || partner.load(std::memory_order_relaxed) != me;
+}
 
 }  // namespace
 
@@ -288,7 +311,10 @@ QueueResult Queue::try_push(std::span<const std::byte> msg) noexcept {
   if (s != QueueStatus::ok) return {s, 0, 0};
   QueueResult r = push_locked(msg);
   unlock_side(Side::producer);
-  if (r.status == QueueStatus::ok) wake_consumer();
+  if (r.status == QueueStatus::ok) {
+    wake_consumer();
+    note_cpu_sometimes(ctl_->producer_cpu);
+  }
   return r;
 }
 
@@ -301,18 +327,19 @@ namespace {
 // our arming, or our re-check sees its commit; a bump after our read of the word makes the
 // futex_wait return at once. No lost wake-up.
 // While spinning, ready() is evaluated only every poll_every-th iteration (see pop()); the
-// re-check after arming always evaluates it.
+// re-check after arming always evaluates it. may_spin false (the partner runs on this CPU): no
+// spin, and nothing learnt from the sleep.
 template <class Ready>
 void wait_until(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& armed, Ready ready,
-                AdaptiveSpin& spin, sys::Deadline deadline, std::uint32_t poll_every = 1) noexcept {
+                AdaptiveSpin& spin, sys::Deadline deadline, bool may_spin, std::uint32_t poll_every = 1) noexcept {
   std::uint32_t polls = 0;
-  if (spin.spin([&] { return ++polls % poll_every == 0 && ready(); })) return;
+  if (may_spin && spin.spin([&] { return ++polls % poll_every == 0 && ready(); })) return;
   std::uint32_t seen = word.load(std::memory_order_seq_cst);
   armed.store(1, std::memory_order_seq_cst);
   if (!ready()) {
     auto t0 = sys::Clock::now();
     (void)sys::futex_wait(word, seen, std::min(deadline, t0 + kSleepSlice));
-    if (ready()) spin.learn_slow_wait(sys::Clock::now() - t0);
+    if (may_spin && ready()) spin.learn_slow_wait(sys::Clock::now() - t0);
   }
 }
 
@@ -332,6 +359,7 @@ QueueResult Queue::push(std::span<const std::byte> msg, sys::Deadline deadline) 
     unlock_side(Side::producer);
     if (r.status == QueueStatus::ok) {
       wake_consumer();
+      note_cpu_sometimes(ctl_->producer_cpu);
       return r;
     }
     if (r.status != QueueStatus::would_block) return r;
@@ -347,7 +375,8 @@ QueueResult Queue::push(std::span<const std::byte> msg, sys::Deadline deadline) 
       return ctl_->closed.load(std::memory_order_seq_cst) != 0 || t < h ||
              capacity_ - std::min(capacity_, t - h) >= wake_threshold_;
     };
-    wait_until(ctl_->not_full, ctl_->producers_armed, ready, push_spin_, deadline);
+    wait_until(ctl_->not_full, ctl_->producers_armed, ready, push_spin_, deadline,
+               partner_elsewhere(ctl_->producer_cpu, ctl_->consumer_cpu));
   }
 }
 
@@ -429,7 +458,10 @@ QueueResult Queue::try_pop(std::span<std::byte> out, PopReceipt* receipt) noexce
   if (s != QueueStatus::ok) return {s, 0, 0};
   QueueResult r = pop_locked(out, receipt);
   unlock_side(Side::consumer);
-  if (r.status == QueueStatus::ok) wake_producers();
+  if (r.status == QueueStatus::ok) {
+    wake_producers();
+    note_cpu_sometimes(ctl_->consumer_cpu);
+  }
   return r;
 }
 
@@ -446,6 +478,7 @@ QueueResult Queue::pop(std::span<std::byte> out, sys::Deadline deadline, PopRece
       // armed consumer may take them in parallel. (armed first, relaxed: it is rarely written and
       // only a hint here; a wake it misses is covered by the sleeper's own protocol.)
       if (ctl_->consumers_armed.load(std::memory_order_relaxed) != 0 && message_at_head()) wake_consumer();
+      note_cpu_sometimes(ctl_->consumer_cpu);
       return r;
     }
     if (r.status != QueueStatus::would_block) return r;
@@ -460,7 +493,8 @@ QueueResult Queue::pop(std::span<std::byte> out, sys::Deadline deadline, PopRece
     // every 4th and 52 at every 64th). The cost is latency: a message pushed into an empty queue
     // is seen up to kPollEvery PAUSEs later (0.1-0.25 us, against 5-10 us for a futex wake-up).
     auto ready = [&] { return message_at_head() || ctl_->closed.load(std::memory_order_seq_cst) != 0; };
-    wait_until(ctl_->not_empty, ctl_->consumers_armed, ready, pop_spin_, deadline, kPollEvery);
+    wait_until(ctl_->not_empty, ctl_->consumers_armed, ready, pop_spin_, deadline,
+               partner_elsewhere(ctl_->consumer_cpu, ctl_->producer_cpu), kPollEvery);
   }
 }
 
