@@ -206,9 +206,11 @@ class Queue {
   void close() noexcept;
   bool is_closed() const noexcept;
 
-  /// Approximate (racy) figures for monitoring.
+  /// Approximate (racy) figures for monitoring. bytes_used() counts up to tail, which may lag one
+  /// committed record behind while a producer pushes (or until a dead producer is repaired);
+  /// empty() also looks for that record.
   std::uint64_t bytes_used() const noexcept;
-  bool empty() const noexcept { return bytes_used() == 0; }
+  bool empty() const noexcept { return bytes_used() == 0 && !message_at_head(); }
   std::uint32_t max_message() const noexcept { return ctl_->max_message; }
   QueueControl* control() const noexcept { return ctl_; }
 
@@ -222,6 +224,7 @@ class Queue {
  private:
   enum class Side { producer, consumer };
   QueueStatus lock_side(Side side, bool try_only, sys::Deadline deadline) noexcept;
+  QueueStatus lock_side_slow(Side side, LockResult r) noexcept;  // owner death, timeouts, busy
   void unlock_side(Side side) noexcept;
   bool repair_producer() noexcept;
   bool repair_consumer() noexcept;
