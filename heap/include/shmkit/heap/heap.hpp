@@ -12,7 +12,11 @@
 ///    path. A cache refills from / spills to a per-class central list (one lock per class; a stack
 ///    of batches, so a refill or a spill is O(1) under the lock), which is filled from the arena
 ///    a little at a time. Before the arena would extend into untouched memory, central lists are
-///    given back to it (scavenged, coalescing) until the request fits.
+///    given back to it (scavenged, coalescing) until the request fits; and before a large block is
+///    taken from the arena while the central lists hold more than 1/64 of the arena's span, they
+///    and the calling thread's own cache go back whole (parked small chunks would otherwise fence
+///    the free space a burst of frees left). The small allocate/free hot paths are inline and
+///    short, so that the processor overlaps the header misses of consecutive frees.
 ///  * Large chunks come from the arena: size-binned free lists (exact below 4 KiB, 8 per power of
 ///    two above, best fit within a bin), boundary tags, immediate coalescing, one lock. When the
 ///    arena is full the heap grows the segment (try_grow) up to its capacity, and only then reports
