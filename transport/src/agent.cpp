@@ -18,6 +18,7 @@
 
 #include "shmkit/sys/error.hpp"
 #include "shmkit/sys/log.hpp"
+#include "shmkit/sys/sched.hpp"
 #include "shmkit/sys/stream_io.hpp"
 #include "shmkit/sys/syscall.hpp"
 #include "shmkit/transport/frame_io.hpp"
@@ -53,10 +54,23 @@ struct Client {
   bool discard_rest = false;       // unknown id: payload beyond need_payload is skipped
   std::vector<std::byte> payload;  // capacity <= kMaxControlFrame
   bool closing = false;
+  // Received bytes not yet consumed: one recv takes every request waiting in the socket (32 small
+  // reads in flight are one system call, not 64). INVARIANT3: in_beg <= in_end <= in.size().
+  std::vector<std::byte> in;       // kInputBuffer bytes, allocated on the first receive
+  std::size_t in_beg = 0, in_end = 0;
+  // Small replies not yet sent: they leave together in one send at the end of the client's turn
+  // (or before any bigger reply, so the stream order is the request order).
+  // INVARIANT4: out.size() <= kOutputBuffer.
+  std::vector<std::byte> out;
+
+  std::size_t buffered() const noexcept { return in_end - in_beg; }
 };
 
-constexpr int kMaxFramesPerTurn = 16;  // fairness: then the next ready client gets a turn
+constexpr int kMaxFramesPerTurn = 32;  // fairness: then the next ready client gets a turn
 constexpr std::uint64_t kSpliceMinBytes = 4096;  // reads shorter than this are copied (see on_read)
+constexpr std::size_t kInputBuffer = 64 * 1024;
+constexpr std::size_t kOutputBuffer = 64 * 1024;
+constexpr std::size_t kCoalesceMax = 16 * 1024;  // replies up to this size are gathered in `out`
 
 }  // namespace
 
@@ -76,6 +90,7 @@ struct Agent::Impl {
   // that can read it with process_vm_readv at the announced pid knows the pid names this agent.
   std::uint64_t cookie = 0;
   std::array<std::byte, wire::kMinMaxMessage> small{};  // reply frames (Hello, Error, Windows)
+  bool served_something = false;  // the last serve_once found activity (run() spins after it)
 
   explicit Impl(const AgentOptions& o) : opts(o) {
     if (opts.max_message < wire::kMinMaxMessage || opts.max_message > wire::kAbsoluteMaxMessage)
@@ -105,6 +120,79 @@ struct Agent::Impl {
     (void)sys::write(wake_w, &b, 1);  // EAGAIN: already awake
   }
 
+  // ---- buffered input and output ----------------------------------------------------------------
+
+  // Non-blocking: up to n bytes for the frame being assembled, from the input buffer, refilled
+  // with ONE recv of whatever the socket holds when it is empty. Bytes, 0 on EOF, or -errno.
+  ssize_t take(Client& c, void* dst, std::size_t n) noexcept {
+    if (c.buffered() == 0) {
+      if (c.in.empty()) {
+        try {
+          c.in.resize(kInputBuffer);
+        } catch (...) {
+          return -ENOMEM;
+        }
+      }
+      ssize_t r = sys::recv(c.fd, c.in.data(), c.in.size(), MSG_DONTWAIT);
+      if (r <= 0) return r;
+      c.in_beg = 0;
+      c.in_end = static_cast<std::size_t>(r);
+    }
+    return static_cast<ssize_t>(take_buffered(c, dst, n));
+  }
+  // Bytes already buffered only (a Write's data, a discarded payload): copied to dst when dst is
+  // non-null, dropped otherwise. Returns how many.
+  static std::size_t take_buffered(Client& c, void* dst, std::uint64_t n) noexcept {
+    const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(n, c.buffered()));
+    if (dst != nullptr && k != 0) std::memcpy(dst, c.in.data() + c.in_beg, k);
+    c.in_beg += k;
+    return k;
+  }
+  // Discards exactly n bytes of the stream: buffered ones first, then from the socket.
+  int discard(Client& c, std::uint64_t n) noexcept {
+    n -= take_buffered(c, nullptr, n);
+    return n == 0 ? 0 : recv_discard(c.fd, n, io_deadline());
+  }
+
+  // Sends the gathered small replies. False (and the client closing) when it cannot take them.
+  bool flush(Client& c) noexcept {
+    if (c.out.empty()) return !c.closing;
+    int r = send_all(c.fd, c.out.data(), c.out.size(), io_deadline());
+    c.out.clear();
+    if (r < 0) c.closing = true;
+    return r == 0;
+  }
+  // One reply frame, in order after everything sent before: small ones are gathered (sent at the
+  // end of the turn, many in one send), bigger ones go out at once. False when the client is gone.
+  bool reply(Client& c, iovec* iov, std::size_t n) noexcept {
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < n; ++i) total += iov[i].iov_len;
+    if (total <= kCoalesceMax) {
+      if (c.out.size() + total > kOutputBuffer && !flush(c)) return false;
+      try {
+        if (c.out.capacity() < kOutputBuffer) c.out.reserve(kOutputBuffer);
+      } catch (...) {
+        c.closing = true;
+        return false;
+      }
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto* b = static_cast<const std::byte*>(iov[i].iov_base);
+        c.out.insert(c.out.end(), b, b + iov[i].iov_len);  // within the reserved capacity
+      }
+      return true;
+    }
+    if (!flush(c)) return false;
+    if (send_all(c.fd, iov, n, io_deadline()) < 0) {
+      c.closing = true;
+      return false;
+    }
+    return true;
+  }
+  bool reply(Client& c, const void* p, std::size_t len) noexcept {
+    iovec iov{const_cast<void*>(p), len};
+    return reply(c, &iov, 1);
+  }
+
   // ---- replies ---------------------------------------------------------------------------------
 
   // Sends an Error reply; false when the client cannot take it (it is then closed).
@@ -112,7 +200,7 @@ struct Agent::Impl {
     std::uint32_t n = wire::encode_error(small, tag, id, code, detail);
     ++stats.error_replies;
     ++stats.requests;
-    if (n == 0 || send_all(c.fd, small.data(), n, io_deadline()) < 0) {
+    if (n == 0 || !reply(c, small.data(), n)) {
       c.closing = true;
       return false;
     }
@@ -170,7 +258,7 @@ struct Agent::Impl {
     mine.features.emplace_back(cookie_text);
     std::uint32_t n = wire::encode_hello(small, c.header.tag, mine);
     ++stats.requests;
-    if (n == 0 || send_all(c.fd, small.data(), n, io_deadline()) < 0) c.closing = true;
+    if (n == 0 || !reply(c, small.data(), n)) c.closing = true;
   }
 
   void on_windows(Client& c, std::span<const std::byte> payload) {
@@ -190,7 +278,7 @@ struct Agent::Impl {
     w.slice(std::span<const mp::WindowDesc>(descs));
     std::uint32_t n = w.finish();
     ++stats.requests;
-    if (n == 0 || send_all(c.fd, buf.data(), n, io_deadline()) < 0) c.closing = true;
+    if (n == 0 || !reply(c, buf.data(), n)) c.closing = true;
   }
 
   void on_read(Client& c, std::span<const std::byte> payload) {
@@ -217,6 +305,7 @@ struct Agent::Impl {
                         ? splice_pipe()
                         : nullptr;
     if (p != nullptr) {
+      if (!flush(c)) return;  // replies gathered before this one go first
       auto off = static_cast<loff_t>(w->file_offset + (req.address - w->address));
       auto header = std::as_bytes(std::span<const wire::Header, 1>(&h, 1));
       ssize_t m = p->move(w->fd, &off, c.fd, nullptr, req.length, io_deadline(), header);
@@ -241,7 +330,7 @@ struct Agent::Impl {
       return;
     }
     iovec iov[2] = {{&h, sizeof h}, {const_cast<std::byte*>(src), req.length}};
-    if (send_all(c.fd, iov, 2, io_deadline()) < 0) c.closing = true;
+    if (!reply(c, iov, 2)) return;
     stats.bytes_copied += req.length;
   }
 
@@ -266,23 +355,26 @@ struct Agent::Impl {
     }
     if (err != 0) {
       // The frame length was checked against the maximum, so this discard is bounded.
-      if (recv_discard(c.fd, req.length, io_deadline()) < 0) return void(c.closing = true);
+      if (discard(c, req.length) < 0) return void(c.closing = true);
       return (void)send_error(c, c.header.tag, mp::ids::write, err, why);
     }
     Window* w = const_cast<Window*>(cw);
     auto* dst = reinterpret_cast<std::byte*>(static_cast<std::uintptr_t>(req.address));
-    std::uint64_t done = 0;
+    // Data that came with the request into the input buffer goes to memory first.
+    std::uint64_t done = take_buffered(c, dst, req.length);
+    stats.bytes_copied += done;
     // A small reply is one writev of header and data; splicing it would cost three system calls
     // (header into the pipe, file into the pipe, pipe into the socket) to save a copy of a few
     // bytes. Splicing pays from about a page up.
-    SplicePipe* p = (opts.zero_copy && w->fd >= 0 && w->splice_ok && req.length >= kSpliceMinBytes)
+    SplicePipe* p = (opts.zero_copy && w->fd >= 0 && w->splice_ok &&
+                     req.length - done >= kSpliceMinBytes)
                         ? splice_pipe()
                         : nullptr;
     if (p != nullptr) {
-      auto off = static_cast<loff_t>(w->file_offset + (req.address - w->address));
-      ssize_t m = p->move(c.fd, nullptr, w->fd, &off, req.length, io_deadline());
-      done = p->moved();
-      stats.bytes_spliced += done;
+      auto off = static_cast<loff_t>(w->file_offset + (req.address - w->address) + done);
+      ssize_t m = p->move(c.fd, nullptr, w->fd, &off, req.length - done, io_deadline());
+      done += p->moved();
+      stats.bytes_spliced += p->moved();
       if (m < 0 && m != -EINVAL) {
         reset_pipe();
         return void(c.closing = true);
@@ -311,7 +403,7 @@ struct Agent::Impl {
     }
     ++stats.requests;
     wire::Header h{wire::kHeaderSize, mp::ids::write, 0, c.header.tag};
-    if (send_all(c.fd, &h, sizeof h, io_deadline()) < 0) c.closing = true;
+    if (!reply(c, &h, sizeof h)) c.closing = true;
   }
 
   void dispatch(Client& c) {
@@ -376,12 +468,17 @@ struct Agent::Impl {
     return true;
   }
 
-  // Reads what is available for this client and serves each complete request.
+  // Reads what is available for this client and serves each complete request (at most
+  // kMaxFramesPerTurn; the rest stay buffered for the next turn), then sends the gathered replies.
   void on_readable(Client& c) {
+    serve_frames(c);
+    (void)flush(c);  // also when closing: a rejected client still gets its Error reply
+  }
+  void serve_frames(Client& c) {
     for (int frames = 0; frames < kMaxFramesPerTurn && !c.closing;) {
       if (c.have_header < sizeof c.header) {
         auto* hb = reinterpret_cast<std::byte*>(&c.header);
-        ssize_t n = sys::recv(c.fd, hb + c.have_header, sizeof c.header - c.have_header, MSG_DONTWAIT);
+        ssize_t n = take(c, hb + c.have_header, sizeof c.header - c.have_header);
         if (n == -EAGAIN) return;
         if (n == 0) {
           // EOF between frames is a normal goodbye; inside a header it is a truncated frame.
@@ -395,8 +492,7 @@ struct Agent::Impl {
         if (!on_header(c)) return;
       }
       if (c.have_payload < c.need_payload) {
-        ssize_t n = sys::recv(c.fd, c.payload.data() + c.have_payload, c.need_payload - c.have_payload,
-                              MSG_DONTWAIT);
+        ssize_t n = take(c, c.payload.data() + c.have_payload, c.need_payload - c.have_payload);
         if (n == -EAGAIN) return;
         if (n == 0) {
           reject(c, c.header.tag, c.header.id, EBADMSG, "connection ended inside a frame");
@@ -407,7 +503,7 @@ struct Agent::Impl {
         if (c.have_payload < c.need_payload) continue;
       }
       // The request is complete (its fixed part, for Write): serve it.
-      if (c.discard_rest && recv_discard(c.fd, wire::payload_size(c.header), io_deadline()) < 0) {
+      if (c.discard_rest && discard(c, wire::payload_size(c.header)) < 0) {
         c.closing = true;
         return;
       }
@@ -441,9 +537,14 @@ struct Agent::Impl {
     std::vector<pollfd> pfds;
     pfds.reserve(clients.size() + 1);
     pfds.push_back({wake_r, POLLIN, 0});
-    for (const auto& c : clients) pfds.push_back({c.fd, POLLIN, 0});
-    int r = sys::poll(pfds.data(), pfds.size(), timeout_ms);
+    bool buffered = false;  // a client has input left over from its last turn: do not sleep
+    for (const auto& c : clients) {
+      pfds.push_back({c.fd, POLLIN, 0});
+      buffered = buffered || c.buffered() != 0;
+    }
+    int r = sys::poll(pfds.data(), pfds.size(), buffered ? 0 : timeout_ms);
     if (r < 0) throw Error(Errc::system, "Agent: poll failed", -r);
+    served_something = r > 0 || buffered;
     // Requests are served holding the lock: unexport_window() waits for the one in progress, and
     // stats are consistent. Waiting for activity (the poll above) does not hold it.
     std::lock_guard<std::mutex> g(mu);
@@ -453,7 +554,7 @@ struct Agent::Impl {
       }
     }
     for (std::size_t i = 0; i < clients.size(); ++i) {
-      if (pfds[i + 1].revents != 0) on_readable(clients[i]);
+      if (pfds[i + 1].revents != 0 || clients[i].buffered() != 0) on_readable(clients[i]);
     }
     for (auto& c : clients)
       if (c.closing) close_client(c);
@@ -519,8 +620,20 @@ std::size_t Agent::serve_once(int timeout_ms) {
 
 void Agent::run(bool until_no_clients) {
   SigpipeBlock no_sigpipe;
+  using clock = std::chrono::steady_clock;
+  const auto spin = impl_->opts.spin;
+  auto last_active = clock::now() - spin;
   while (!impl_->stop_requested.load(std::memory_order_acquire)) {  // pairs with stop()'s release
-    std::size_t n = impl_->serve_once_unguarded(-1);
+    // Within `spin` of the last request, poll without sleeping: a client that sends its next
+    // request soon (one that reads big ranges request by request) finds the agent awake instead
+    // of paying for a wake-up from a halted CPU. Then block.
+    const bool spinning = spin.count() > 0 && clock::now() - last_active < spin;
+    std::size_t n = impl_->serve_once_unguarded(spinning ? 0 : -1);
+    if (impl_->served_something) {
+      last_active = clock::now();
+    } else if (spinning) {
+      (void)sys::yield_cpu();  // any other runnable task goes first: the spin steals no CPU
+    }
     if (until_no_clients && n == 0) {
       std::lock_guard<std::mutex> g(impl_->mu);
       if (impl_->pending.empty()) return;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "shmkit/sys/sched.hpp"
 #include "shmkit/sys/stream_io.hpp"
 #include "shmkit/sys/syscall.hpp"
 
@@ -72,6 +73,28 @@ int recv_exact(int fd, void* p, std::size_t len, Deadline deadline) noexcept {
     got += static_cast<std::size_t>(r);
   }
   return 0;
+}
+
+int recv_exact_spin(int fd, void* p, std::size_t len, Deadline deadline,
+                    std::chrono::microseconds spin) noexcept {
+  if (spin.count() <= 0) return recv_exact(fd, p, len, deadline);
+  using clock = std::chrono::steady_clock;
+  auto* dst = static_cast<char*>(p);
+  std::size_t got = 0;
+  auto last_progress = clock::now();
+  while (got < len) {
+    ssize_t r = sys::recv(fd, dst + got, len - got, MSG_DONTWAIT);
+    if (r > 0) {
+      got += static_cast<std::size_t>(r);
+      last_progress = clock::now();
+      continue;
+    }
+    if (r == 0) return -EPIPE;
+    if (r != -EAGAIN) return static_cast<int>(r);
+    if (clock::now() - last_progress >= spin) break;
+    (void)sys::yield_cpu();  // any other runnable task goes first: the spin steals no CPU
+  }
+  return got == len ? 0 : recv_exact(fd, dst + got, len - got, deadline);
 }
 
 int recv_discard(int fd, std::uint64_t len, Deadline deadline) noexcept {

@@ -92,7 +92,8 @@ int SocketTransport::fail(int err) noexcept {
 }
 
 int SocketTransport::expect_reply(wire::Tag tag, wire::Header& h) noexcept {
-  if (int r = recv_exact(fd_, &h, sizeof h, Deadline::after(opts_.io_timeout)); r < 0) return fail(r);
+  if (int r = recv_exact_spin(fd_, &h, sizeof h, Deadline::after(opts_.io_timeout), opts_.spin); r < 0)
+    return fail(r);
   if (wire::check_header(h, max_message_) != wire::Status::ok || h.tag != tag) return fail(-EPROTO);
   return 0;
 }
@@ -182,7 +183,8 @@ int SocketTransport::read(std::uint64_t remote, void* local, std::size_t len) no
         continue;
       }
       if (h.id != mp::ids::read || wire::payload_size(h) != sent[i].length) return fail(-EPROTO);
-      if (int r = recv_exact(fd_, dst + sent[i].offset, sent[i].length, Deadline::after(opts_.io_timeout));
+      if (int r = recv_exact_spin(fd_, dst + sent[i].offset, sent[i].length,
+                                  Deadline::after(opts_.io_timeout), opts_.spin);
           r < 0)
         return fail(r);
     }

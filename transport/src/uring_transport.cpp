@@ -214,7 +214,11 @@ int UringTransport::submit_locked(wire::MsgId id, std::uint64_t remote, std::byt
     }
     done += n;
   }
-  start_send_locked(true);  // the request leaves now, not at the next wait
+  // Batching: the frame waits for the caller's wait()/test() (or the next request's), so every
+  // request queued before it leaves in ONE SENDMSG carried by the io_uring_enter that also
+  // waits (32 reads queued back to back: one send, one agent wake-up). When another thread is
+  // blocked in the ring it would not carry them: they go now.
+  if (driving_) start_send_locked(true);
   return 0;
 }
 
@@ -287,9 +291,12 @@ bool UringTransport::test(UringRequest& req, int* result) noexcept {
     return true;
   }
   if (!driving_) {
+    start_send_locked(false);  // flushed by try_receive
     UringCompletion c;
     while (ring_->try_receive(*io_mb_, &c)) handle_locked(c);
     cv_.notify_all();
+  } else {
+    start_send_locked(true);
   }
   if (req.chunks_left_ != 0) return false;
   req.owner_ = nullptr;
@@ -315,6 +322,8 @@ void UringTransport::abandon_locked(UringRequest& req) noexcept {
 void UringTransport::drive_locked(std::unique_lock<std::mutex>& lk, int timeout_ms) noexcept {
   if (driving_) {
     // Another thread waits on the ring for everyone and wakes us when it handled something.
+    // Frames queued while nobody drove would wait for it: send them now.
+    start_send_locked(true);
     if (timeout_ms < 0) {
       cv_.wait(lk);
     } else {
@@ -322,6 +331,7 @@ void UringTransport::drive_locked(std::unique_lock<std::mutex>& lk, int timeout_
     }
     return;
   }
+  start_send_locked(false);  // queued frames go with the io_uring_enter that waits
   driving_ = true;
   lk.unlock();
   UringCompletion c;
@@ -409,10 +419,11 @@ void UringTransport::start_recv_locked(bool flush) noexcept {
     const Chunk& c = chunks_[direct_chunk_];
     p = c.dst + direct_done_;
     n = static_cast<std::size_t>(c.len - direct_done_);
-    // First READ_FIXED (registered memory, no page pinning per operation); when that came back
-    // short the peer is sending slower than we read (a loaded machine), so wait for the whole
-    // rest in one MSG_WAITALL receive instead of waking for every piece.
-    waitall = direct_done_ > direct_first_;
+    // The whole rest of the payload in one MSG_WAITALL receive straight into the destination:
+    // one completion (one wake-up of the requester) per reply, as the socket transport's
+    // blocking recv(MSG_WAITALL). A READ_FIXED first would complete with whatever had arrived
+    // (a partial read on a stream socket) and cost one more wake-up per reply.
+    waitall = true;
   } else {
     if (rbeg_ == rend_) {
       rbeg_ = rend_ = 0;
@@ -537,7 +548,6 @@ void UringTransport::parse_locked() noexcept {
       rbeg_ = rend_ = 0;
       direct_chunk_ = idx;
       direct_done_ = have;
-      direct_first_ = have;
       return;
     }
     need_ = h.length;

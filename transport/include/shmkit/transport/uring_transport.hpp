@@ -9,7 +9,9 @@
 ///     for (auto& q : r) if (int e = t.wait(q); e != 0) ...;   // 0 or -errno, per request
 ///
 /// read_async/write_async return at once (0, or -errno when the request could not be queued);
-/// wait(r) returns the request's own result; test(r) polls without blocking. Every request is
+/// wait(r) returns the request's own result; test(r) polls without blocking. As with io_uring
+/// itself, queued requests leave at the next wait() or test() (any request's), all in one send;
+/// while another thread is blocked in wait() they leave at once. Every request is
 /// completed exactly once and its result delivered to its own UringRequest, whichever thread
 /// happens to drive the ring. read()/write() (the MemoryTransport interface) are the blocking
 /// convenience calls: async + wait with the io_timeout. The transport is thread-safe: any number
@@ -210,7 +212,6 @@ class UringTransport final : public MemoryTransport {
   /// Direct receive of a big read reply's payload into its arena destination.
   std::uint32_t direct_chunk_ = UINT32_MAX;
   std::uint64_t direct_done_ = 0;
-  std::uint64_t direct_first_ = 0;   // direct_done_ when the direct receive began
   std::size_t need_ = 0;             // length of a reply frame only partly in staging_
   std::byte* recv_target_ = nullptr; // where the in-flight receive writes, and how much
   std::size_t recv_len_ = 0;

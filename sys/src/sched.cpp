@@ -1,0 +1,11 @@
+#include "shmkit/sys/sched.hpp"
+
+#include <sched.h>
+
+#include <cerrno>
+
+namespace shmkit::sys {
+
+int yield_cpu() noexcept { return ::sched_yield() == 0 ? 0 : -errno; }
+
+}  // namespace shmkit::sys
