@@ -147,28 +147,28 @@ Queue Queue::attach(void* mem, std::size_t bytes, std::span<std::byte> receipt_r
 // idx is always < capacity_ and a multiple of 64 (INVARIANT2/3), computed from a local capacity_:
 // every access below stays inside the ring.
 
-inline std::atomic_ref<std::uint64_t> Queue::commit_word(std::uint64_t idx) const noexcept {
+std::atomic_ref<std::uint64_t> Queue::commit_word(std::uint64_t idx) const noexcept {
   return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(ring_ + idx + kCommitOffset));
 }
 
-inline void Queue::read_len_kind(std::uint64_t idx, std::uint32_t& len, std::uint32_t& kind) const noexcept {
+void Queue::read_len_kind(std::uint64_t idx, std::uint32_t& len, std::uint32_t& kind) const noexcept {
   // Plain reads: only after the commit word was seen (acquire) naming this record, and while its
   // side's lock keeps head at it (no producer may rewrite it before head moves past).
   std::memcpy(&len, ring_ + idx + offsetof(RecordHeader, len), sizeof len);
   std::memcpy(&kind, ring_ + idx + offsetof(RecordHeader, kind), sizeof kind);
 }
 
-inline void Queue::write_len_kind(std::uint64_t idx, std::uint32_t len, std::uint32_t kind) noexcept {
+void Queue::write_len_kind(std::uint64_t idx, std::uint32_t len, std::uint32_t kind) noexcept {
   std::memcpy(ring_ + idx + offsetof(RecordHeader, len), &len, sizeof len);
   std::memcpy(ring_ + idx + offsetof(RecordHeader, kind), &kind, sizeof kind);
 }
 
 // ---- locking and repair ----------------------------------------------------------------------
 
-inline QueueStatus Queue::lock_side(Side side, bool try_only, sys::Deadline deadline) noexcept {
+QueueStatus Queue::lock_side(Side side, bool try_only, sys::Deadline deadline) noexcept {
   Lock& l = side == Side::producer ? ctl_->producer_lock : ctl_->consumer_lock;
   LockResult r = try_only ? l.try_acquire() : l.acquire(deadline);
-  if (r == LockResult::acquired) [[likely]] return QueueStatus::ok;
+  if (r == LockResult::acquired) return QueueStatus::ok;
   return lock_side_slow(side, r);
 }
 
@@ -196,7 +196,7 @@ QueueStatus Queue::lock_side_slow(Side side, LockResult r) noexcept {
   return QueueStatus::corrupt;
 }
 
-inline void Queue::unlock_side(Side side) noexcept {
+void Queue::unlock_side(Side side) noexcept {
   (side == Side::producer ? ctl_->producer_lock : ctl_->consumer_lock).unlock();
 }
 
