@@ -42,6 +42,14 @@
 #include "shmkit/shm/segment_header.hpp"
 #include "shmkit/sys/process.hpp"
 
+#if defined(__SANITIZE_THREAD__)
+#define SHMKIT_TSAN_BASE_WINDOW 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SHMKIT_TSAN_BASE_WINDOW 1
+#endif
+#endif
+
 namespace shmkit {
 
 class Lock;
@@ -67,8 +75,16 @@ class Segment {
  public:
   static constexpr std::size_t kDefaultCapacity = std::size_t{16} << 30;   // 16 GiB reserved
   static constexpr std::size_t kMaxCapacity = std::size_t{1} << 40;        // 1 TiB
+#if defined(SHMKIT_TSAN_BASE_WINDOW)
+  // ThreadSanitizer reserves 0x1000'0000'0000-0x5500'0000'0000 for its shadow and metadata, so a
+  // TSan build places segments in the low application range it leaves to programs (7 slots of
+  // 64 GiB: enough for tests, not for production).
+  static constexpr std::uintptr_t kBaseWindowLow = 0x001000000000;         // 64 GiB
+  static constexpr std::uintptr_t kBaseWindowHigh = 0x008000000000;        // 512 GiB
+#else
   static constexpr std::uintptr_t kBaseWindowLow = 0x200000000000;         // 32 TiB
   static constexpr std::uintptr_t kBaseWindowHigh = 0x400000000000;        // 64 TiB
+#endif
 
   static Segment create(std::string_view name, std::size_t size, const SegmentOptions& opts = {});
   static Segment open(std::string_view name, const SegmentOptions& opts = {});
