@@ -42,6 +42,8 @@ SigpipeBlock::~SigpipeBlock() {
 
 namespace {
 
+constexpr std::size_t kFirstFill = 128 * 1024;
+
 ssize_t raw_transfer(TransferKind kind, int rfd, loff_t* roff, int wfd, loff_t* woff,
                      std::size_t len, unsigned flags) noexcept {
   return kind == TransferKind::splice ? sys::splice(rfd, roff, wfd, woff, len, flags)
@@ -164,9 +166,14 @@ ssize_t SplicePipe::move(int in, loff_t* in_off, int out, loff_t* out_off, std::
   }
   const std::size_t total = prefix.size() + len;
   std::size_t taken = 0;  // bytes taken from `in` so far
+  // The first fill is short: the reader on `out` starts on those bytes while the rest is filled
+  // (filling a 1 MiB pipe from a file takes ~20 us, during which nothing could flow otherwise).
+  // Same number of splices for a reply of one pipe or less: the frame header already takes a
+  // pipe slot of its own, so such a reply needed a second fill anyway.
+  const std::size_t first = std::min(len, kFirstFill);
   while (moved_ < total) {
     if (taken < len && buffered_ < capacity_) {
-      ssize_t n = fill(in, in_off, len - taken, deadline);
+      ssize_t n = fill(in, in_off, (taken == 0 ? first : len) - taken, deadline);
       if (n < 0) return n;
       if (n == 0) return -EPIPE;  // the source ended before len bytes
       taken += static_cast<std::size_t>(n);
