@@ -30,18 +30,18 @@
 /// the queue.
 ///
 /// Cost (2 vCPU AMD EPYC VM, 64-byte messages, one producer and one consumer process). A push is
-/// a lock acquire (CAS), the record's stores, the commit (XCHG: the consumers' sleep protocol needs
-/// the store ordered before the armed-flag load) and a lock release (CAS), plus the robust-list
+/// a lock acquire (CAS), the record's stores, the commit (a plain release store), a lock release
+/// (CAS) and a fence for the sleep protocol (cheap right after the CAS), plus the robust-list
 /// edits of the Lock; a pop likewise. About 15 ns per push and 30 ns per push+pop in one
-/// process. Between two CPUs each of those locked instructions waits for the stores before it,
-/// and the record lines were last held by the other core (the consumer reads right behind the
-/// producer, and its polls pull back the very line being written): about one cross-core
-/// transfer per message is serialised, 55-75 ns per message measured, against 10-12 ns for a
-/// bare SPSC ring with no locked instruction (spin_ring_limit). On one CPU, 40-70 ns. Getting
+/// process. Between two CPUs the release CAS waits for the record's stores, and the record
+/// lines were last held by the other core (the consumer reads right behind the producer, and
+/// its polls pull back the very line being written): about one cross-core transfer per message
+/// is serialised, 55-70 ns per message measured, against 10-12 ns for a bare SPSC ring with no
+/// locked instruction (spin_ring_limit). On one CPU, 40-70 ns. Getting
 /// near the ring needs pushes and pops with no per-message locked instruction, e.g. a lane per
 /// producer handle whose robust ownership is taken once per handle (the kernel's robust list
 /// still reports a holder's death), consumers claiming lanes the same way, and an asymmetric
-/// fence (membarrier) on the sleeper's side in place of the per-commit XCHG.
+/// fence (membarrier) on the sleeper's side in place of the waker's per-message fence.
 ///
 /// Placement. A waiter spins only when the other side last ran on another CPU: each side notes its
 /// CPU in the control block (every 64th operation of a thread, and before each wait), and a waiter
