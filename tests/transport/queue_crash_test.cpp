@@ -1,16 +1,17 @@
 // Tests that the Queue survives producers and consumers SIGKILLed at random moments, in the middle
 // of push and pop, while others keep going: the queue is never wedged, and exactly-once delivery
-// holds for every completely pushed message (push returned ok). Then, deterministically, the
-// producer repair paths that a random kill only rarely hits: a producer process that died holding
-// the producer lock after committing its record but before advancing tail (the record is delivered
-// once, after the earlier ones and before later pushes), after committing only the pad in front of
-// a wrapped record, and after scribbling uncommitted bytes past tail (nothing is delivered). Consumers pop with a PopReceipt
+// holds for every completely pushed message (push returned ok). Consumers pop with a PopReceipt
 // into shared memory so that a message handed to a consumer that died before it could log it is
 // still accounted for; producers log each push that returned. At the end (after close and drain):
 //   * no message is delivered twice;
 //   * every push that returned is delivered exactly once;
 //   * the one push in flight when a producer incarnation died is delivered at most once;
 //   * nothing is delivered that was never pushed, and every checksum holds.
+// Then, deterministically, the producer repair paths that random kills only rarely hit: a producer
+// process that died holding the producer lock after committing its record but before advancing
+// tail (the record is delivered once, after the earlier ones and before later pushes), after
+// committing only the pad in front of a wrapped record, and after scribbling uncommitted bytes
+// past tail (nothing of it is delivered).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -209,7 +210,9 @@ std::atomic_ref<std::uint64_t> commit_word_at(Queue& q, std::uint64_t pos) {
   return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(ring + pos % c->capacity + 8));
 }
 
-std::vector<std::byte> bytes_of(std::uint32_t len, std::uint8_t fill) { return std::vector<std::byte>(len, std::byte{fill}); }
+std::vector<std::byte> bytes_of(std::uint32_t len, std::uint8_t fill) {
+  return std::vector<std::byte>(len, std::byte{fill});
+}
 
 // Pops everything (try_pop) and returns the first byte and length of each message.
 std::vector<std::pair<std::uint8_t, std::uint32_t>> drain(Queue& q) {
@@ -280,7 +283,8 @@ TEST(QueueCrash, ProducerDeadAfterPadCommitLosesNothingCompleted) {
   // the next 1000-byte message needs a pad: one 128-byte record, then 1024-byte ones.
   auto near_the_end = [&](std::uint8_t fill) {
     ASSERT_EQ(q.push(bytes_of(100, fill)).status, QueueStatus::ok);
-    while (cap - q.control()->tail.load() % cap >= 1024) ASSERT_EQ(q.push(bytes_of(1000, fill)).status, QueueStatus::ok);
+    while (cap - q.control()->tail.load() % cap >= 1024)
+      ASSERT_EQ(q.push(bytes_of(1000, fill)).status, QueueStatus::ok);
     EXPECT_GE(drain(q).size(), 1u);
     ASSERT_NE(q.control()->tail.load() % cap, 0u);
   };

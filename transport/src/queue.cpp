@@ -276,7 +276,7 @@ QueueResult Queue::push_locked(std::span<const std::byte> msg) noexcept {
   const std::uint64_t pad = rec > to_end ? to_end : 0;  // records never straddle the end (INVARIANT3)
   // First against the cached head (a lower bound: head only grows), so that the line the
   // consumers write on every pop is read only when the ring looks full. head is read with
-  // acquire: pairs with the consumers' release/seq_cst store, so their reads of the bytes we are
+  // acquire: pairs with the consumers' release store of head, so their reads of the bytes we are
   // about to overwrite have finished (a cached value was loaded the same way, under this lock).
   std::uint64_t h = cached_head_.load(std::memory_order_relaxed);
   if (h > t || t - h > capacity_ || pad + rec > capacity_ - (t - h)) {
@@ -331,9 +331,9 @@ namespace {
 // Spins, then sleeps on `word` until ready() or the deadline. The sleeper protocol: read the
 // word, arm (seq_cst store), fence, re-check ready() (seq_cst loads inside), then sleep only if
 // the word still holds what we read. A waker stores its commit (release), fences (seq_cst), then
-// reads `armed`; if armed it clears it, bumps the word and wakes. In the single total order either the waker sees
-// our arming, or our re-check sees its commit; a bump after our read of the word makes the
-// futex_wait return at once. No lost wake-up.
+// reads `armed`; if armed it clears it, bumps the word and wakes. With a seq_cst fence between
+// the store and the load on both sides, either the waker sees our arming or our re-check sees its
+// commit; a bump after our read of the word makes the futex_wait return at once. No lost wake-up.
 // While spinning, ready() is evaluated only every poll_every-th iteration (see pop()); the
 // re-check after arming always evaluates it. may_spin false (the partner runs on this CPU): no
 // spin, and nothing learnt from the sleep.
