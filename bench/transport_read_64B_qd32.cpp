@@ -8,8 +8,9 @@
 // Also the `uring` variant of family transport_read_1MiB (registered here, beside the transport
 // engineer's file, as "transport_read_1MiB/uring"): one iteration = one 1 MiB read through
 // UringTransport (read_async + wait, split into 512 KiB wire requests in flight at once) into a
-// destination in the transport's registered arena, so the payload is received in place
-// (READ_FIXED) with no extra copy; bytes/s. Goal: >= transport_read_1MiB/socket.
+// destination in the transport's arena, so each reply's payload is received in place (one
+// MSG_WAITALL recv after its header) with no extra copy; bytes/s. Goal: >=
+// transport_read_1MiB/socket.
 //
 // Every variant forks a partner process that owns a 1 MiB memfd mapped MAP_SHARED (filled with a
 // pattern) and serves it with an Agent (zero-copy on, 4 MiB socket buffers, as in
