@@ -12,6 +12,7 @@
 #include "shmkit/heap/heap.hpp"
 #include "shmkit/shm/segment.hpp"
 #include "testing.hpp"
+#include "verify_expect.hpp"
 
 namespace {
 
@@ -19,16 +20,6 @@ using shmkit::Heap;
 using shmkit::HeapStatus;
 using shmkit::Segment;
 
-std::string findings_text(const std::vector<shmkit::VerifyFinding>& f) {
-  std::string s;
-  for (std::size_t i = 0; i < f.size() && i < 20; ++i) s += "  @" + std::to_string(f[i].offset) + ": " + f[i].message + "\n";
-  return s;
-}
-#define EXPECT_VERIFY_CLEAN(heap)                                  \
-  do {                                                             \
-    auto f_ = (heap).verify();                                     \
-    EXPECT_TRUE(f_.empty()) << f_.size() << " findings:\n" << findings_text(f_); \
-  } while (0)
 
 struct Block {
   std::size_t size;
@@ -210,7 +201,7 @@ TEST(HeapModel, LiveVerifyWhileAnotherProcessAllocates) {
   });
   for (int i = 0; i < 200; ++i) {
     auto f = heap.verify(shmkit::VerifyMode::live);
-    ASSERT_TRUE(f.empty()) << "live verify, round " << i << ":\n" << findings_text(f);
+    ASSERT_TRUE(f.empty()) << "live verify, round " << i << ":\n" << shmkit::testing::findings_text(f);
   }
   stop->store(1);
   EXPECT_EQ(child.wait(), 0);

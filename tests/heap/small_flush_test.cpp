@@ -13,6 +13,7 @@
 #include "shmkit/heap/heap.hpp"
 #include "shmkit/shm/segment.hpp"
 #include "testing.hpp"
+#include "verify_expect.hpp"
 
 namespace {
 
@@ -20,16 +21,6 @@ using shmkit::Heap;
 using shmkit::HeapStatus;
 using shmkit::Segment;
 
-std::string findings_text(const std::vector<shmkit::VerifyFinding>& f) {
-  std::string s;
-  for (std::size_t i = 0; i < f.size() && i < 20; ++i) s += "  @" + std::to_string(f[i].offset) + ": " + f[i].message + "\n";
-  return s;
-}
-#define EXPECT_VERIFY_CLEAN(heap)                                                  \
-  do {                                                                             \
-    auto f_ = (heap).verify();                                                     \
-    EXPECT_TRUE(f_.empty()) << f_.size() << " findings:\n" << findings_text(f_); \
-  } while (0)
 
 // Small blocks of 256 bytes, 1 MiB of them, then a large block above them (so the small blocks'
 // space does not merge into top when they are freed).
