@@ -166,14 +166,17 @@ ssize_t SplicePipe::move(int in, loff_t* in_off, int out, loff_t* out_off, std::
   }
   const std::size_t total = prefix.size() + len;
   std::size_t taken = 0;  // bytes taken from `in` so far
-  // The first fill is short: the reader on `out` starts on those bytes while the rest is filled
-  // (filling a 1 MiB pipe from a file takes ~20 us, during which nothing could flow otherwise).
-  // Same number of splices for a reply of one pipe or less: the frame header already takes a
-  // pipe slot of its own, so such a reply needed a second fill anyway.
-  const std::size_t first = std::min(len, kFirstFill);
+  // Rounds grow from 128 KiB, doubling: the reader on `out` starts on the first bytes after ~3 us
+  // and copies each round while the next, twice as big, is filled (filling a 1 MiB pipe from a
+  // file takes ~20 us, during which nothing could flow otherwise). The reader copies slower than
+  // the pipe fills, so it never waits for a round after the first. A 1 MiB reply is 4 rounds
+  // (128K, 256K, 512K, 128K) instead of 2 (the header takes a pipe slot of its own, so 1 MiB of
+  // data never fit one round): measured 17% less real time per 1 MiB read near idle.
+  std::size_t round = kFirstFill;
   while (moved_ < total) {
     if (taken < len && buffered_ < capacity_) {
-      ssize_t n = fill(in, in_off, (taken == 0 ? first : len) - taken, deadline);
+      ssize_t n = fill(in, in_off, std::min(len - taken, round), deadline);
+      round = round < capacity_ ? round * 2 : round;
       if (n < 0) return n;
       if (n == 0) return -EPIPE;  // the source ended before len bytes
       taken += static_cast<std::size_t>(n);

@@ -11,6 +11,7 @@
 
 #include "shmkit/sys/error.hpp"
 #include "shmkit/sys/log.hpp"
+#include "shmkit/sys/sched.hpp"
 #include "shmkit/sys/stream_io.hpp"
 #include "shmkit/sys/syscall.hpp"
 #include "shmkit/transport/frame_io.hpp"
@@ -335,7 +336,23 @@ void UringTransport::drive_locked(std::unique_lock<std::mutex>& lk, int timeout_
   driving_ = true;
   lk.unlock();
   UringCompletion c;
-  const int r = ring_->wait(*io_mb_, &c, timeout_ms);
+  int r = -ETIME;
+  bool got = false;
+  const auto spin = opts_.spin;
+  if (spin.count() > 0 && timeout_ms != 0) {
+    // Peek the completion queue (yielding the CPU between peeks) before sleeping in the kernel:
+    // a reply on its way then costs no wake-up. Each yield's return to user space also runs the
+    // ring's pending task work, which is what posts a socket receive's completion.
+    const auto until = std::chrono::steady_clock::now() + spin;
+    do {
+      if (ring_->try_receive(*io_mb_, &c, /*flush=*/true)) {
+        got = true;
+        break;
+      }
+      (void)sys::yield_cpu();
+    } while (std::chrono::steady_clock::now() < until);
+  }
+  r = got ? 0 : ring_->wait(*io_mb_, &c, timeout_ms);
   lk.lock();
   if (r == 0) {
     handle_locked(c);

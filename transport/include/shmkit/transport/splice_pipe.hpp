@@ -96,8 +96,8 @@ class SplicePipe {
   std::size_t buffered() const noexcept { return buffered_; }
 
   /// Moves exactly len bytes from `in` (at *in_off when non-null) to `out` (at *out_off when
-  /// non-null) through the pipe, in rounds of at most capacity() (the first of at most 128 KiB, so
-  /// `out` gets bytes while the rest is filled), preceded by `prefix` (at most
+  /// non-null) through the pipe, in rounds of at most capacity() (128 KiB first, doubling: `out`
+  /// gets bytes while the rest is filled), preceded by `prefix` (at most
   /// capacity()/2 bytes, written into the pipe first: a frame header then reaches `out` in the same
   /// splice as the first data). Returns prefix.size() + len, or -errno: -EPIPE when `in` ended
   /// early, -ETIMEDOUT, -EINVAL when a side cannot splice, -EBUSY when buffered() != 0 on entry.

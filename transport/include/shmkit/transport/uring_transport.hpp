@@ -65,6 +65,12 @@ struct UringTransportOptions {
                                                /// is 2 requests in flight (measured best of 128 KiB..1 MiB)
   unsigned max_chunks = 4096;                  // wire requests in flight at once
   bool fixed_buffers = true;                   // register the arena with the ring
+  /// wait(): peek the completion queue (yielding the CPU to any other runnable task between
+  /// peeks) this long before sleeping in io_uring_enter, as the Agent does before it blocks
+  /// (AgentOptions::spin): a reply on its way then costs no wake-up (~25 us on an idle VM).
+  /// Measured near idle: transport_read_1MiB/uring 96/110 -> 94/87 us, qd32 27 -> 21 us per 32.
+  /// 0: sleep at once.
+  std::chrono::microseconds spin{50};
 };
 
 class UringTransport;
