@@ -68,9 +68,11 @@ struct UringTransportOptions {
   /// wait(): peek the completion queue (yielding the CPU to any other runnable task between
   /// peeks) this long before sleeping in io_uring_enter, as the Agent does before it blocks
   /// (AgentOptions::spin): a reply on its way then costs no wake-up (~25 us on an idle VM).
-  /// Measured near idle: transport_read_1MiB/uring 96/110 -> 94/87 us, qd32 27 -> 21 us per 32.
-  /// 0: sleep at once.
-  std::chrono::microseconds spin{50};
+  /// Measured near idle, 50 us: transport_read_1MiB/uring 96/110 -> 94/87 us, qd32 27 -> 21 us
+  /// per 32. But OFF by default: with both CPUs busy compiling, 50 us made the 1 MiB read
+  /// 1.1-2.2 ms and a qd32 batch 0.16-2 ms (the spinner, having yielded, waits for the compiler's
+  /// time slice to end; a sleeper is woken ahead of it). 0: sleep at once.
+  std::chrono::microseconds spin{0};
 };
 
 class UringTransport;
