@@ -18,6 +18,13 @@ VmTransport::VmTransport(pid_t pid, std::vector<WindowDesc> windows,
   if (auto* s = dynamic_cast<SocketTransport*>(control_.get())) control_fd_ = s->fd();
 }
 
+int VmTransport::agent_hung_up() const noexcept {
+  if (control_fd_ < 0) return 0;
+  // Hang-up on the control connection: the agent died; its pid may already name another process.
+  int ev = sys::poll_one(control_fd_, POLLIN, 0);
+  return ev > 0 && (ev & (POLLHUP | POLLERR)) != 0 ? -EPIPE : 0;
+}
+
 int VmTransport::check(std::uint64_t remote, std::size_t len, bool write) const noexcept {
   const WindowDesc* hit = nullptr;
   for (const auto& w : windows_)
@@ -27,12 +34,7 @@ int VmTransport::check(std::uint64_t remote, std::size_t len, bool write) const 
     }
   if (hit == nullptr) return -EFAULT;
   if (write && (hit->access & mp::access_write) == 0) return -EACCES;
-  if (control_fd_ >= 0) {
-    // Hang-up on the control connection: the agent died; its pid may already name another process.
-    int ev = sys::poll_one(control_fd_, POLLIN, 0);
-    if (ev > 0 && (ev & (POLLHUP | POLLERR)) != 0) return -EPIPE;
-  }
-  return 0;
+  return agent_hung_up();
 }
 
 namespace {
@@ -54,9 +56,11 @@ int vm_loop(std::uint64_t remote, std::byte* local, std::size_t len, Call call) 
 int VmTransport::read(std::uint64_t remote, void* local, std::size_t len) noexcept {
   if (len == 0) return 0;
   if (int r = check(remote, len, false); r < 0) return r;
-  return vm_loop(remote, static_cast<std::byte*>(local), len, [&](const iovec* l, const iovec* r) {
-    return sys::process_vm_readv(pid_, l, 1, r, 1);
+  const int r = vm_loop(remote, static_cast<std::byte*>(local), len, [&](const iovec* l, const iovec* rv) {
+    return sys::process_vm_readv(pid_, l, 1, rv, 1);
   });
+  if (r < 0) return r;
+  return agent_hung_up();  // the bytes are the agent's only if it was still alive after the copy
 }
 
 int VmTransport::write(std::uint64_t remote, const void* local, std::size_t len) noexcept {

@@ -9,7 +9,14 @@
 /// mapped memory of the target: this check is a contract, not a security boundary).
 ///
 /// Pid reuse: before each call the control connection is polled; when the agent is gone
-/// (POLLHUP) the call is -EPIPE instead of touching whatever process later got that pid.
+/// (POLLHUP) the call is -EPIPE instead of touching whatever process later got that pid. A read
+/// polls again after its transfer: a dying process closes its files before it becomes a zombie and
+/// its pid can be reaped and reused, so no hang-up after the transfer proves the bytes came from
+/// the agent (a read that raced the agent's death is -EPIPE, never another process's bytes). A
+/// write cannot be taken back: its residual window is the few microseconds between the check and
+/// the transfer, in which the agent would have to die, be reaped, and its pid be handed to a new
+/// process of the same user (pid_max wraps in between). Children of the agent that inherited the
+/// control socket keep it open and hide the hang-up: do not let them.
 ///
 /// connect_memory() (connect_memory.hpp) picks this transport when a probe read of the agent's
 /// cookie succeeds and says why it picked what it picked.
@@ -42,6 +49,7 @@ class VmTransport final : public MemoryTransport {
  private:
   int check(std::uint64_t remote, std::size_t len, bool write) const noexcept;
   int control_fd_ = -1;
+  int agent_hung_up() const noexcept;  // -EPIPE once the control connection hung up, else 0
   pid_t pid_;
   std::vector<WindowDesc> windows_;
   std::unique_ptr<MemoryTransport> control_;
