@@ -5,12 +5,12 @@
 // windows and writes to a read-only window are refused, and the transport keeps working after.
 #include <gtest/gtest.h>
 
-#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "memory_agent_fixture.hpp"
+#include "transport_checks.hpp"
 #include "shmkit/transport/connect_memory.hpp"
 
 namespace shmkit::transport {
@@ -18,7 +18,6 @@ namespace {
 
 using testing::AgentConfig;
 using testing::AgentProcess;
-using testing::pattern;
 
 enum class Kind { socket, socket_copy, vm };
 const char* name(Kind k) {
@@ -57,35 +56,14 @@ class TransportSuite : public ::testing::TestWithParam<std::tuple<Kind, bool>> {
   MemoryTransport& t() { return *conn_.transport; }
   std::uint64_t base(unsigned w) { return t().windows()[w].address; }
 
-  // Reads [off, off+len) of window w and checks it against the expected bytes.
-  void expect_window(unsigned w, std::uint64_t off, std::size_t len, const std::vector<std::uint8_t>* expected = nullptr) {
-    std::vector<std::uint8_t> buf(len + 2, 0xEE);
-    ASSERT_EQ(t().read(base(w) + off, buf.data() + 1, len), 0) << "window " << w << " off " << off << " len " << len;
-    EXPECT_EQ(buf[0], 0xEE);
-    EXPECT_EQ(buf[len + 1], 0xEE);  // nothing written outside the destination
-    for (std::size_t i = 0; i < len; ++i) {
-      std::uint8_t want = expected ? (*expected)[i] : pattern(w, off + i);
-      if (buf[i + 1] != want) {
-        ADD_FAILURE() << "window " << w << " byte " << off + i << ": got " << int(buf[i + 1]) << " want " << int(want);
-        return;
-      }
-    }
-  }
+  testing::TransportChecks checks() { return testing::TransportChecks(t()); }
 
   std::optional<AgentProcess> agent_;
   Connection conn_;
 };
 
 TEST_P(TransportSuite, ReadsPatternsOfEverySizeAtUnalignedAddresses) {
-  const std::size_t sizes[] = {0, 1, 7, 4095, 4096, 4097, 65539, 1 << 20, (5 << 20) + 123, 20 << 20};
-  const std::uint64_t offsets[] = {0, 1, 4095, 13};
-  for (std::size_t len : sizes) {
-    for (std::uint64_t off : offsets) {
-      if (off + len <= testing::kRwSize) expect_window(0, off, len);
-    }
-  }
-  expect_window(1, 3, testing::kRoSize - 3);
-  expect_window(2, 4097, 100000);
+  checks().reads_patterns_of_every_size_at_unaligned_addresses();
   // The data path each transport is meant to take is the one it took.
   AgentStats st = agent_->stats();
   switch (std::get<0>(GetParam())) {
@@ -103,46 +81,10 @@ TEST_P(TransportSuite, ReadsPatternsOfEverySizeAtUnalignedAddresses) {
   }
 }
 
-TEST_P(TransportSuite, WritesLandExactlyAndReadBack) {
-  std::mt19937 rng(7);
-  struct Case {
-    unsigned window;
-    std::uint64_t off;
-    std::size_t len;
-  };
-  const Case cases[] = {{0, 5, 1}, {0, 4093, 9000}, {0, 1 << 20, 3 << 20}, {0, 77, (6 << 20) + 5},
-                        {2, 0, 4096}, {2, 123, 1 << 20}, {0, 100, 0}};
-  for (const auto& c : cases) {
-    std::vector<std::uint8_t> data(c.len);
-    for (auto& b : data) b = static_cast<std::uint8_t>(rng());
-    ASSERT_EQ(t().write(base(c.window) + c.off, data.data(), c.len), 0) << c.off << "+" << c.len;
-    expect_window(c.window, c.off, c.len, &data);
-    // The bytes on either side are untouched.
-    if (c.off > 0) expect_window(c.window, c.off - 1, 1);
-    expect_window(c.window, c.off + c.len, 1);
-    // Restore the pattern for the next case.
-    std::vector<std::uint8_t> orig(c.len);
-    testing::fill_pattern(orig.data(), c.window, c.off, c.len);
-    ASSERT_EQ(t().write(base(c.window) + c.off, orig.data(), c.len), 0);
-  }
-}
+TEST_P(TransportSuite, WritesLandExactlyAndReadBack) { checks().writes_land_exactly_and_read_back(); }
 
 TEST_P(TransportSuite, OutOfWindowRequestsAreRefusedAndTheTransportKeepsWorking) {
-  std::vector<std::uint8_t> buf(8192);
-  const std::uint64_t end0 = base(0) + testing::kRwSize;
-  EXPECT_EQ(t().read(base(0) - 1, buf.data(), 2), -EFAULT);            // starts before
-  EXPECT_EQ(t().read(end0 - 10, buf.data(), 11), -EFAULT);             // runs past the end
-  EXPECT_EQ(t().read(end0, buf.data(), 1), -EFAULT);                   // just past
-  EXPECT_EQ(t().read(0, buf.data(), 16), -EFAULT);                     // address 0
-  EXPECT_EQ(t().read(~std::uint64_t{0} - 4, buf.data(), 16), -EFAULT); // wraps around
-  EXPECT_EQ(t().write(end0 - 1, buf.data(), 2), -EFAULT);
-  EXPECT_EQ(t().write(base(1) + 10, buf.data(), 10), -EACCES);         // read-only window
-  // A multi-chunk read whose last chunk leaves the window fails as a whole.
-  std::vector<std::uint8_t> big(testing::kRwSize);
-  EXPECT_EQ(t().read(base(0) + 4096, big.data(), testing::kRwSize), -EFAULT);
-  // The read-only window was not modified, and the connection still serves.
-  expect_window(1, 0, 4096);
-  expect_window(0, testing::kRwSize - 4096, 4096);
+  checks().out_of_window_requests_are_refused_and_the_transport_keeps_working();
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTransports, TransportSuite,

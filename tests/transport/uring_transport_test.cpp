@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "memory_agent_fixture.hpp"
+#include "transport_checks.hpp"
 #include "shmkit/sys/uring.hpp"
 #include "shmkit/transport/socket_transport.hpp"
 #include "shmkit/transport/uring_transport.hpp"
@@ -60,73 +61,20 @@ class UringSuite : public ::testing::TestWithParam<bool> {
   UringTransport& t() { return *t_; }
   std::uint64_t base(unsigned w) { return t().windows()[w].address; }
 
-  void expect_window(unsigned w, std::uint64_t off, std::size_t len,
-                     const std::vector<std::uint8_t>* expected = nullptr) {
-    std::vector<std::uint8_t> buf(len + 2, 0xEE);
-    ASSERT_EQ(t().read(base(w) + off, buf.data() + 1, len), 0) << "window " << w << " off " << off << " len " << len;
-    EXPECT_EQ(buf[0], 0xEE);
-    EXPECT_EQ(buf[len + 1], 0xEE);
-    for (std::size_t i = 0; i < len; ++i) {
-      std::uint8_t want = expected ? (*expected)[i] : pattern(w, off + i);
-      if (buf[i + 1] != want) {
-        ADD_FAILURE() << "window " << w << " byte " << off + i << ": got " << int(buf[i + 1]) << " want " << int(want);
-        return;
-      }
-    }
-  }
+  testing::TransportChecks checks() { return testing::TransportChecks(t()); }
 
   std::optional<AgentProcess> agent_;
   std::unique_ptr<UringTransport> t_;
 };
 
 TEST_P(UringSuite, ReadsPatternsOfEverySizeAtUnalignedAddresses) {
-  const std::size_t sizes[] = {0, 1, 7, 4095, 4096, 4097, 65539, 1 << 20, (5 << 20) + 123, 20 << 20};
-  const std::uint64_t offsets[] = {0, 1, 4095, 13};
-  for (std::size_t len : sizes) {
-    for (std::uint64_t off : offsets) {
-      if (off + len <= testing::kRwSize) expect_window(0, off, len);
-    }
-  }
-  expect_window(1, 3, testing::kRoSize - 3);
-  expect_window(2, 4097, 100000);
+  checks().reads_patterns_of_every_size_at_unaligned_addresses();
 }
 
-TEST_P(UringSuite, WritesLandExactlyAndReadBack) {
-  std::mt19937 rng(7);
-  struct Case {
-    unsigned window;
-    std::uint64_t off;
-    std::size_t len;
-  };
-  const Case cases[] = {{0, 5, 1}, {0, 4093, 9000}, {0, 1 << 20, 3 << 20}, {0, 77, (6 << 20) + 5},
-                        {2, 0, 4096}, {2, 123, 1 << 20}, {0, 100, 0}};
-  for (const auto& c : cases) {
-    std::vector<std::uint8_t> data(c.len);
-    for (auto& b : data) b = static_cast<std::uint8_t>(rng());
-    ASSERT_EQ(t().write(base(c.window) + c.off, data.data(), c.len), 0) << c.off << "+" << c.len;
-    expect_window(c.window, c.off, c.len, &data);
-    if (c.off > 0) expect_window(c.window, c.off - 1, 1);
-    expect_window(c.window, c.off + c.len, 1);
-    std::vector<std::uint8_t> orig(c.len);
-    testing::fill_pattern(orig.data(), c.window, c.off, c.len);
-    ASSERT_EQ(t().write(base(c.window) + c.off, orig.data(), c.len), 0);
-  }
-}
+TEST_P(UringSuite, WritesLandExactlyAndReadBack) { checks().writes_land_exactly_and_read_back(); }
 
 TEST_P(UringSuite, OutOfWindowRequestsAreRefusedAndTheTransportKeepsWorking) {
-  std::vector<std::uint8_t> buf(8192);
-  const std::uint64_t end0 = base(0) + testing::kRwSize;
-  EXPECT_EQ(t().read(base(0) - 1, buf.data(), 2), -EFAULT);
-  EXPECT_EQ(t().read(end0 - 10, buf.data(), 11), -EFAULT);
-  EXPECT_EQ(t().read(end0, buf.data(), 1), -EFAULT);
-  EXPECT_EQ(t().read(0, buf.data(), 16), -EFAULT);
-  EXPECT_EQ(t().read(~std::uint64_t{0} - 4, buf.data(), 16), -EFAULT);
-  EXPECT_EQ(t().write(end0 - 1, buf.data(), 2), -EFAULT);
-  EXPECT_EQ(t().write(base(1) + 10, buf.data(), 10), -EACCES);
-  std::vector<std::uint8_t> big(testing::kRwSize);
-  EXPECT_EQ(t().read(base(0) + 4096, big.data(), testing::kRwSize), -EFAULT);
-  expect_window(1, 0, 4096);
-  expect_window(0, testing::kRwSize - 4096, 4096);
+  checks().out_of_window_requests_are_refused_and_the_transport_keeps_working();
   EXPECT_FALSE(t().broken());
 }
 
