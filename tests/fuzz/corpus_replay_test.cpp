@@ -49,19 +49,15 @@ std::vector<std::uint8_t> read_bytes(const fs::path& p) {
 
 using Entry = int (*)(const std::uint8_t*, std::size_t);
 
-const char* const kOpenBugs[] = {
-    "crash_verify_dir_table_wild_segv",          // heap: dir_table offset not checked
-    "crash_verify_dir_table_past_size_sigbus",   // heap: dir_table + capacity not checked vs size
-    "crash_allocate_top_misaligned",             // heap: attach does not check top % 16
-    "crash_allocate_cache_list_head_wild_segv",  // heap: cache/central list heads not checked
-    "seed_heap_dir_table_wild",                  // heap: dir_table offset not checked
-    "seed_heap_dir_capacity_huge",               // heap: dir_capacity not checked vs size (SIGBUS)
-};
+// Corpus files that still crash something: none. (The crash_verify_dir_table_*, crash_allocate_*
+// and seed_heap_dir_* inputs were fixed by the heap's bounds checks and now pass; add a file name
+// here, with the bug it shows, when a new crash input is committed before its fix.)
+const std::vector<std::string> kOpenBugs = {};
 
 bool skipped(const fs::path& f) {
   const char* v = std::getenv("SHMKIT_SKIP_KNOWN_BUGS");
   if (v == nullptr || std::string(v) != "1") return false;
-  for (const char* b : kOpenBugs)
+  for (const auto& b : kOpenBugs)
     if (f.filename() == b) return true;
   return false;
 }
