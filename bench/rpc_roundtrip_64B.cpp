@@ -32,7 +32,7 @@
 namespace {
 
 namespace sys = shmkit::sys;
-namespace tr = shmkit::transport;
+namespace tr = shmkit;  // the channel types live in namespace shmkit since the transport split
 constexpr std::size_t kMsg = 64;
 
 using shmkit::bench::fork_partner;
