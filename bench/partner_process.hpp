@@ -54,6 +54,18 @@ pid_t fork_partner(F&& body) {
   return pid;
 }
 
+// Writes or reads exactly n bytes on a blocking descriptor; false on an error or end of file.
+inline bool full_io(int fd, void* buf, std::size_t n, bool write) {
+  auto* p = static_cast<std::byte*>(buf);
+  while (n > 0) {
+    ssize_t r = write ? sys::write(fd, p, n) : sys::read(fd, p, n);
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
 // Reaps the partner; a run that failed kills it first (it may be blocked forever on its side).
 inline bool reap_ok(pid_t pid, bool run_ok = true) {
   if (!run_ok) (void)sys::kill(pid, SIGKILL);
