@@ -153,7 +153,9 @@ pid_t WorkerPool::spawn(std::uint32_t index) {
 
 bool WorkerPool::try_claim(std::uint32_t worker, std::uint32_t& claimed) const noexcept {
   Shared& sh = shared();
-  for (;;) {
+  // Each round claims or moves head on by one (INVARIANT4), and a sane ring holds at most
+  // ring_mask_ + 1 entries: the bound only stops a worker from looping over a corrupt tail.
+  for (std::uint64_t round = 0; round <= 2 * ring_mask_ + 2; ++round) {
     // acquire on head: a position another worker moved past is not looked at again below.
     std::uint64_t h = sh.head.load(std::memory_order_acquire);
     // acquire on tail: pairs with publish()'s release store, so the ring entry and the queued
@@ -179,6 +181,7 @@ bool WorkerPool::try_claim(std::uint32_t worker, std::uint32_t& claimed) const n
     // relaxed: as above; the loop re-reads head with acquire.
     (void)sh.head.compare_exchange_strong(h, h + 1, std::memory_order_relaxed, std::memory_order_relaxed);
   }
+  return false;
 }
 
 void WorkerPool::run_task(std::uint32_t worker, std::uint32_t i) const noexcept {
