@@ -29,6 +29,8 @@ constexpr bool terminal(std::uint32_t s) noexcept {
 }
 constexpr std::size_t round64(std::size_t n) noexcept { return (n + 63) / 64 * 64; }
 constexpr std::uint32_t kMaxWorkers = 255;  // the worker index is 8 bits of the state word
+// The two submission rings (INVARIANT4 holds for each): workers look at the retry ring first.
+constexpr std::uint32_t kSubmitRing = 0, kRetryRing = 1, kRings = 2;
 
 // Queued tasks per running worker beyond which submit() also wakes a sleeping worker.
 constexpr std::uint64_t kBacklogPerWorker = 4;
@@ -61,11 +63,13 @@ struct WorkerCell {
 
 struct WorkerPool::Shared {
   // Line 1, written by the parent on every submit and read by every worker looking for work.
-  alignas(64) std::atomic<std::uint64_t> tail;  // ring positions published (INVARIANT3, INVARIANT4)
+  // Ring positions published (INVARIANT3, INVARIANT4): [kSubmitRing] new tasks, [kRetryRing]
+  // tasks queued again after their worker died (claimed first, so a retry is not sent to the back).
+  alignas(64) std::atomic<std::uint64_t> tail[kRings];
   std::atomic<std::uint32_t> shutdown;           // 1: workers exit when idle
   Presence parent;                               // spin hint for workers waiting for work
   // Line 2, moved by the workers (one CAS per claim).
-  alignas(64) std::atomic<std::uint64_t> head;   // ring positions consumed (INVARIANT4)
+  alignas(64) std::atomic<std::uint64_t> head[kRings];  // ring positions consumed (INVARIANT4)
   // Line 3: the parent waits here for an outcome; each completion notifies (a load when awake).
   alignas(64) EventCount done;
   WorkerCell worker[kMaxWorkers];
@@ -85,8 +89,9 @@ struct WorkerPool::Slot {
 };
 
 WorkerPool::Shared& WorkerPool::shared() const noexcept { return *reinterpret_cast<Shared*>(mem_); }
-std::atomic<std::uint32_t>& WorkerPool::ring_entry(std::uint64_t position) const noexcept {
-  return reinterpret_cast<std::atomic<std::uint32_t>*>(mem_ + ring_offset_)[position & ring_mask_];
+std::atomic<std::uint32_t>& WorkerPool::ring_entry(std::uint32_t ring, std::uint64_t position) const noexcept {
+  auto* entries = reinterpret_cast<std::atomic<std::uint32_t>*>(mem_ + ring_offset_);
+  return entries[(ring_mask_ + 1) * ring + (position & ring_mask_)];
 }
 WorkerPool::Slot& WorkerPool::slot(std::uint32_t i) const noexcept {
   return *reinterpret_cast<Slot*>(mem_ + slots_offset_ + std::size_t{i} * stride_);
@@ -101,6 +106,7 @@ WorkerPool::WorkerPool(PoolOptions opts, std::map<transport::wire::MsgId, TaskFn
   static_assert(std::is_standard_layout_v<Shared> && sizeof(Shared) % 64 == 0, "the ring starts on a line");
   static_assert(std::is_standard_layout_v<Slot> && sizeof(Slot) == 32, "the result area starts at +32");
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "ring positions are shared between processes");
+  static_assert(std::size(decltype(tail_){}) == kRings, "one parent-side tail per ring");
   if (opts_.workers == 0 || opts_.workers > kMaxWorkers)
     throw Error(Errc::invalid_argument, "WorkerPool: workers must be 1..255");
   if (opts_.max_tasks == 0 || opts_.max_tasks > (1u << 20))
@@ -114,7 +120,7 @@ WorkerPool::WorkerPool(PoolOptions opts, std::map<transport::wire::MsgId, TaskFn
   while (ring < 2ull * (opts_.max_tasks + opts_.workers)) ring <<= 1;
   ring_mask_ = ring - 1;
   ring_offset_ = sizeof(Shared);
-  slots_offset_ = round64(ring_offset_ + ring * sizeof(std::uint32_t));
+  slots_offset_ = round64(ring_offset_ + kRings * ring * sizeof(std::uint32_t));
   payload_offset_ = round64(sizeof(Slot) + opts_.max_result);
   stride_ = payload_offset_ + round64(opts_.max_payload);
   mem_size_ = slots_offset_ + stride_ * opts_.max_tasks;
@@ -152,18 +158,22 @@ pid_t WorkerPool::spawn(std::uint32_t index) {
 }
 
 bool WorkerPool::try_claim(std::uint32_t worker, std::uint32_t& claimed) const noexcept {
+  return try_claim_from(kRetryRing, worker, claimed) || try_claim_from(kSubmitRing, worker, claimed);
+}
+
+bool WorkerPool::try_claim_from(std::uint32_t ring, std::uint32_t worker, std::uint32_t& claimed) const noexcept {
   Shared& sh = shared();
   // Each round claims or moves head on by one (INVARIANT4), and a sane ring holds at most
   // ring_mask_ + 1 entries: the bound only stops a worker from looping over a corrupt tail.
   for (std::uint64_t round = 0; round <= 2 * ring_mask_ + 2; ++round) {
     // acquire on head: a position another worker moved past is not looked at again below.
-    std::uint64_t h = sh.head.load(std::memory_order_acquire);
+    std::uint64_t h = sh.head[ring].load(std::memory_order_acquire);
     // acquire on tail: pairs with publish()'s release store, so the ring entry and the queued
     // slot (its fields and payload) written before it are visible.
-    if (h >= sh.tail.load(std::memory_order_acquire)) return false;
+    if (h >= sh.tail[ring].load(std::memory_order_acquire)) return false;
     // relaxed: the entry was published by the tail load above; a racing overwrite (the ring
     // wrapped, so head has moved past h) only makes this a stale index, handled by the CAS.
-    const std::uint32_t i = ring_entry(h).load(std::memory_order_relaxed);
+    const std::uint32_t i = ring_entry(ring, h).load(std::memory_order_relaxed);
     if (i < opts_.max_tasks) {  // the index came from shared memory: bound it before use
       std::uint32_t s = slot(i).state.load(std::memory_order_relaxed);
       // acquire on success: pairs with publish()'s release of `queued` (INVARIANT2: the claim
@@ -172,14 +182,14 @@ bool WorkerPool::try_claim(std::uint32_t worker, std::uint32_t& claimed) const n
                                                                           std::memory_order_relaxed)) {
         // relaxed: moving head on is a hint to the others (INVARIANT4); failing means someone
         // already did, or h was stale and the claim was of a later entry (then that one is skipped).
-        (void)sh.head.compare_exchange_strong(h, h + 1, std::memory_order_relaxed, std::memory_order_relaxed);
+        (void)sh.head[ring].compare_exchange_strong(h, h + 1, std::memory_order_relaxed, std::memory_order_relaxed);
         claimed = i;
         return true;
       }
     }
     // Position h's task is claimed already (or h is stale): move head past it and look again.
     // relaxed: as above; the loop re-reads head with acquire.
-    (void)sh.head.compare_exchange_strong(h, h + 1, std::memory_order_relaxed, std::memory_order_relaxed);
+    (void)sh.head[ring].compare_exchange_strong(h, h + 1, std::memory_order_relaxed, std::memory_order_relaxed);
   }
   return false;
 }
@@ -222,7 +232,8 @@ void WorkerPool::worker_main(std::uint32_t index) noexcept {
   auto work_or_shutdown = [&] {
     // acquire: pairs with publish()'s and shutdown()'s release stores (what they publish is
     // read after this returns true).
-    return sh.head.load(std::memory_order_acquire) < sh.tail.load(std::memory_order_acquire) ||
+    return sh.head[kRetryRing].load(std::memory_order_acquire) < sh.tail[kRetryRing].load(std::memory_order_acquire) ||
+           sh.head[kSubmitRing].load(std::memory_order_acquire) < sh.tail[kSubmitRing].load(std::memory_order_acquire) ||
            sh.shutdown.load(std::memory_order_acquire) != 0;
   };
   for (;;) {
@@ -241,27 +252,27 @@ void WorkerPool::worker_main(std::uint32_t index) noexcept {
   }
 }
 
-bool WorkerPool::publish(std::uint32_t i) noexcept {
+bool WorkerPool::publish(std::uint32_t ring, std::uint32_t i) noexcept {
   Shared& sh = shared();
-  if (tail_ - head_seen_ > ring_mask_) {
+  if (tail_[ring] - head_seen_[ring] > ring_mask_) {
     // Looks full: re-read head (acquire: entries before it are no longer read by workers, so they
     // may be overwritten), and skip stale entries at head ourselves — a slot that is not queued
     // was claimed (INVARIANT4), so moving head past it loses nothing.
-    head_seen_ = sh.head.load(std::memory_order_acquire);
-    while (tail_ - head_seen_ > ring_mask_) {
-      const std::uint32_t at = ring_entry(head_seen_).load(std::memory_order_relaxed);
+    head_seen_[ring] = sh.head[ring].load(std::memory_order_acquire);
+    while (tail_[ring] - head_seen_[ring] > ring_mask_) {
+      const std::uint32_t at = ring_entry(ring, head_seen_[ring]).load(std::memory_order_relaxed);
       if (at < opts_.max_tasks && kind_of(slot(at).state.load(std::memory_order_relaxed)) == kQueued) return false;
-      std::uint64_t h = head_seen_;
+      std::uint64_t h = head_seen_[ring];
       // acq_rel on the CAS: as the acquire load above when it fails (h is then refreshed).
-      if (sh.head.compare_exchange_strong(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire)) ++h;
-      head_seen_ = h;
+      if (sh.head[ring].compare_exchange_strong(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire)) ++h;
+      head_seen_[ring] = h;
     }
   }
   // relaxed: published by the release store of tail below.
-  ring_entry(tail_).store(i, std::memory_order_relaxed);
+  ring_entry(ring, tail_[ring]).store(i, std::memory_order_relaxed);
   // release: publishes the slot's fields, payload and `queued` state and the ring entry to the
   // claiming worker's acquire load of tail (try_claim).
-  sh.tail.store(++tail_, std::memory_order_release);
+  sh.tail[ring].store(++tail_[ring], std::memory_order_release);
   wake_workers();
   return true;
 }
@@ -286,10 +297,10 @@ void WorkerPool::wake_workers() noexcept {
   }
   if (running_worker != n) {
     sh.worker[running_worker].wake.notify_all(&sh.worker[running_worker].presence);
-    if (sleeping_worker == n || tail_ - head_seen_ <= kBacklogPerWorker) return;
+    if (sleeping_worker == n || tail_[kSubmitRing] - head_seen_[kSubmitRing] <= kBacklogPerWorker) return;
     // relaxed: only an estimate of the backlog (the notify below orders what matters).
-    head_seen_ = sh.head.load(std::memory_order_relaxed);
-    if (tail_ - head_seen_ <= kBacklogPerWorker) return;
+    head_seen_[kSubmitRing] = sh.head[kSubmitRing].load(std::memory_order_relaxed);
+    if (tail_[kSubmitRing] - head_seen_[kSubmitRing] <= kBacklogPerWorker) return;
   }
   const std::uint32_t w = sleeping_worker != n ? sleeping_worker : next_wake_ % n;
   sh.worker[w].wake.notify_all(&sh.worker[w].presence);
@@ -315,7 +326,7 @@ TaskHandle WorkerPool::submit(transport::wire::MsgId id, std::span<const std::by
   if (!payload.empty()) std::memcpy(payload_area(t), payload.data(), payload.size());
   // relaxed: published by publish()'s release store of tail, the only way a worker finds it.
   t.state.store(kQueued, std::memory_order_relaxed);
-  if (!publish(i)) {
+  if (!publish(kSubmitRing, i)) {
     t.state.store(kFree, std::memory_order_relaxed);  // never published: no worker saw it
     return {};
   }
@@ -402,9 +413,10 @@ void WorkerPool::settle_dead_worker(std::uint32_t index) {
     // The worker is reaped: nothing else writes this slot now (INVARIANT2/3).
     ++t.deaths;
     if (static_cast<TaskPolicy>(t.policy) == TaskPolicy::retry_once && t.deaths == 1 && !stopped_) {
-      // Queued again at a new ring position (its old one is behind head or skipped: INVARIANT4).
+      // Queued again, on the retry ring that workers look at first (its old position is behind
+      // head or will be skipped: INVARIANT4).
       t.state.store(kQueued, std::memory_order_relaxed);
-      if (publish(i)) {
+      if (publish(kRetryRing, i)) {
         ++stats_.retries;
         continue;
       }

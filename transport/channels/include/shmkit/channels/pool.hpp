@@ -3,7 +3,8 @@
 /// the parent, which gets a future-like TaskHandle back.
 ///
 /// Shared state: one MAP_SHARED mapping the pool makes before forking (inherited by every worker;
-/// it holds indices and inline byte areas only): a header, a submission ring and a task table.
+/// it holds indices and inline byte areas only): a header, two rings of slot indices (new tasks,
+/// and retries, which workers take first) and a task table.
 /// Each slot of the table carries one task's payload and result inline (sizes fixed by
 /// PoolOptions), so no allocation can leak when a worker dies, and a 32-bit state word:
 ///
@@ -22,8 +23,8 @@
 /// INVARIANT3  only the parent writes free/filling/queued, the submission ring and its tail, and
 ///             reads results; only the claiming worker writes the result area and the
 ///             running -> done|failed transition.
-/// INVARIANT4  (the submission ring, so that no worker scans the table) every queued task's slot
-///             index sits at a ring position p with head <= p < tail; head only passes position p
+/// INVARIANT4  (each ring, so that no worker scans the table) every queued task's slot index sits
+///             at a position p of one ring with head <= p < tail; head only passes position p
 ///             once someone saw that p's slot is no longer queued (its task claimed). A worker
 ///             claims at position head (INVARIANT2's CAS) and then moves head on, or, finding the
 ///             slot already claimed (by a worker that died or stalled before moving head), moves
@@ -158,15 +159,16 @@ class WorkerPool {
   struct Shared;
   struct Slot;
   Shared& shared() const noexcept;
-  std::atomic<std::uint32_t>& ring_entry(std::uint64_t position) const noexcept;
+  std::atomic<std::uint32_t>& ring_entry(std::uint32_t ring, std::uint64_t position) const noexcept;
   Slot& slot(std::uint32_t i) const noexcept;
   std::byte* payload_area(Slot& t) const noexcept;
   std::byte* result_area(Slot& t) const noexcept;
   pid_t spawn(std::uint32_t index);
   [[noreturn]] void worker_main(std::uint32_t index) noexcept;
   bool try_claim(std::uint32_t worker, std::uint32_t& claimed) const noexcept;
+  bool try_claim_from(std::uint32_t ring, std::uint32_t worker, std::uint32_t& claimed) const noexcept;
   void run_task(std::uint32_t worker, std::uint32_t i) const noexcept;
-  bool publish(std::uint32_t i) noexcept;
+  bool publish(std::uint32_t ring, std::uint32_t i) noexcept;
   void wake_workers() noexcept;
   const Presence& likely_finisher(std::uint32_t state) const noexcept;
   void supervise_if_due();
@@ -182,7 +184,7 @@ class WorkerPool {
   // ring tail and the last head seen.
   std::vector<std::uint32_t> free_slots_;
   std::vector<std::uint32_t> generation_;
-  std::uint64_t tail_ = 0, head_seen_ = 0;
+  std::uint64_t tail_[2] = {0, 0}, head_seen_[2] = {0, 0};  // per ring (submissions, retries)
   std::uint32_t next_wake_ = 0;  // the worker wake_workers() tries first
   SpinPolicy wait_spin_;
   sys::Deadline next_supervise_{};
