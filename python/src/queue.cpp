@@ -10,7 +10,7 @@
 #include "fast_method.hpp"
 #include "named_block.hpp"
 #include "shmkit/sys/error.hpp"
-#include "shmkit/transport/queue.hpp"
+#include "shmkit/channels/queue.hpp"
 
 namespace py = pybind11;
 
@@ -20,10 +20,7 @@ std::byte* shared_array_bytes(py::handle array, std::uint64_t off, std::uint64_t
 
 namespace {
 
-using CQueue = transport::Queue;
-using transport::PopReceipt;
-using transport::QueueResult;
-using transport::QueueStatus;
+using CQueue = shmkit::Queue;
 
 constexpr std::uint64_t kQueueMagic = 0x3165756575514b50ULL;  // "PKQueue1"
 
@@ -77,7 +74,7 @@ std::vector<std::byte>& pop_buffer(std::size_t n) {
       if (std::string_view(op) == "push") PyErr_SetNone(py::module_::import("queue").attr("Full").ptr());
       else PyErr_SetNone(py::module_::import("queue").attr("Empty").ptr());
       throw py::error_already_set();
-    default: raise_error("Corrupt", what + ": " + transport::to_string(s));
+    default: raise_error("Corrupt", what + ": " + to_string(s));
   }
 }
 
