@@ -14,7 +14,7 @@ Each task message is (task id, pickled (fn, args, kwargs)); each result (task id
 A worker pops with a PopReceipt of its own (a slot in the segment): the queue writes the popped
 message's position into it inside its critical section, so after a worker's death its receipt
 names the last task it took, exactly (a pop cut short by the death is completed or undone by the
-next consumer, INVARIANT "receipt" of the C++ queue). The parent settles a dead worker once:
+next consumer: INVARIANT6 of <shmkit/channels/queue.hpp>). The parent settles a dead worker once:
   1. the worker has been reaped (the kernel has then released its robust locks), and no death is
      left unrepaired on the tasks queue's consumer lock (the next consumer repairs it and settles
      the receipt; the replacement worker is started at once, so one always comes);

@@ -164,8 +164,7 @@ existing array. owned=True: the heap reclaims it when the creating process dies.
       .def_property_readonly("name", [](const SharedArray& a) { return a.name; })
       .def_property_readonly("owned", [](const SharedArray& a) { return a.owned; })
       .def_property_readonly("freed", [](const SharedArray& a) { return a.freed; })
-      .def_property_readonly("segment", [](const SharedArray& a) { return a.ref; })
-      .def("_address", [](SharedArray& a) { return reinterpret_cast<std::uintptr_t>(a.pointer()); });
+      .def_property_readonly("segment", [](const SharedArray& a) { return a.ref; });
 }
 
 /// For the queue's receipts: a validated pointer to bytes [off, off+len) of a SharedArray.
