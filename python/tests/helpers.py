@@ -100,3 +100,12 @@ def sleep_once_then(marker_array, seconds, value):
     if m[0] == 1:
         time.sleep(seconds)
     return value
+
+
+def pool_parent(out_q):
+    """Makes a pool, reports its workers, then waits to be killed."""
+    pool = shmkit.WorkerPool(2)
+    assert pool.submit(square, 2).result(30) == 4
+    out_q.put(pool.worker_pids())
+    while True:
+        time.sleep(1)

@@ -2,6 +2,7 @@
 SIGKILLed while running a task is replaced, the task is reported WorkerDied (or retried once
 when asked), and the pool keeps working."""
 
+import multiprocessing
 import os
 import signal
 import time
@@ -94,3 +95,35 @@ def test_shutdown_reaps_workers():
             os.kill(pid, 0)
     with pytest.raises(shmkit.Closed):
         pool.submit(helpers.square, 1)
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_exit_when_the_pool_process_is_killed():
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    parent = ctx.Process(target=helpers.pool_parent, args=(out,))  # not daemonic: it has children
+    parent.start()
+    pids = []
+    try:
+        pids = out.get(timeout=60)
+        assert all(_running(p) for p in pids)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.join(30)
+        deadline = time.monotonic() + 30
+        while any(_running(p) for p in pids):
+            assert time.monotonic() < deadline, "pool workers outlived their pool's process"
+            time.sleep(0.05)
+    finally:
+        if parent.exitcode is None:
+            parent.kill()
+            parent.join(10)
+        for p in pids:  # on failure, leave no orphan behind
+            if _running(p):
+                os.kill(p, signal.SIGKILL)
