@@ -1,5 +1,7 @@
 #include "shmkit/transport/uring_transport.hpp"
 
+#include "agent_handshake.hpp"
+
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -103,60 +105,12 @@ UringTransport::UringTransport(int fd, const UringTransportOptions& opts) : fd_(
 }
 
 void UringTransport::handshake() {
-  const Deadline deadline = Deadline::after(opts_.io_timeout);
-  std::vector<std::byte> buf(std::max<std::size_t>(opts_.max_message, wire::kMinMaxMessage));
-  wire::Hello mine;
-  mine.max_message = opts_.max_message;
-  mine.pid = static_cast<std::int32_t>(::getpid());
-  mine.features = {"uring"};
-  std::uint32_t n = wire::encode_hello(buf, 0, mine);
-  if (n == 0) throw Error(Errc::invalid_argument, "UringTransport: Hello does not fit max_message");
-  if (int r = send_all(fd_, buf.data(), n, deadline); r < 0) {
-    throw_errno("UringTransport: sending Hello to the agent", -r);
-  }
-  // Receives one reply frame for `tag` 0 and `id`; the payload size.
-  auto expect = [&](wire::MsgId id, const char* what) -> std::size_t {
-    wire::Header h{};
-    long p = recv_frame(fd_, h, buf, opts_.max_message, deadline);
-    if (p < 0) throw_errno(std::string("UringTransport: receiving ") + what + " from the agent", -static_cast<int>(p));
-    const auto payload = std::span<const std::byte>(buf.data(), static_cast<std::size_t>(p));
-    if (h.id == wire::ids::error) {
-      wire::ErrorView ev;
-      std::string detail = wire::decode_error(payload, ev) == wire::Status::ok
-                               ? std::string(ev.detail) : std::string("malformed Error");
-      throw Error(Errc::protocol, std::string("UringTransport: the agent refused ") + what + ": " + detail,
-                  ev.code);
-    }
-    if (h.id != id || h.tag != 0) {
-      throw Error(Errc::protocol, std::string("UringTransport: expected ") + what +
-                                      " from the agent, got message id " + std::to_string(h.id));
-    }
-    return static_cast<std::size_t>(p);
-  };
-  std::size_t p = expect(wire::ids::hello, "Hello");
-  if (auto s = wire::decode_hello(std::span<const std::byte>(buf.data(), p), peer_); s != wire::Status::ok) {
-    throw Error(Errc::protocol, std::string("UringTransport: malformed Hello from the agent: ") +
-                                    std::string(wire::to_string(s)));
-  }
-  if (!peer_.serves(mp::ids::read) || !peer_.serves(mp::ids::write) || !peer_.serves(mp::ids::windows)) {
-    throw Error(Errc::protocol, "UringTransport: the peer is not a memory agent (it serves no "
-                                   "Read/Write/Windows)");
-  }
-  max_message_ = wire::negotiate_max(opts_.max_message, peer_.max_message);
+  detail::AgentSession session = detail::handshake_with_agent(fd_, "UringTransport", opts_.max_message,
+                                                              {"uring"}, Deadline::after(opts_.io_timeout));
+  peer_ = std::move(session.hello);
+  max_message_ = session.max_message;
   chunk_ = static_cast<std::size_t>(std::min<std::uint64_t>(opts_.chunk, mp::max_data(max_message_)));
-  wire::Writer w(buf);
-  w.begin(mp::ids::windows, 0);
-  n = w.finish();
-  if (int r = send_all(fd_, buf.data(), n, deadline); r < 0) {
-    throw_errno("UringTransport: asking the agent for its windows", -r);
-  }
-  p = expect(mp::ids::windows, "Windows");
-  wire::Reader rd(std::span<const std::byte>(buf.data(), p));
-  wire::SliceView<WindowDesc> v;
-  if (!rd.slice(v) || rd.finish() != wire::Status::ok) {
-    throw Error(Errc::protocol, "UringTransport: malformed Windows reply from the agent");
-  }
-  windows_ = v.to_vector();
+  windows_ = std::move(session.windows);
 }
 
 UringTransport::~UringTransport() {
