@@ -230,7 +230,7 @@ int UringTransport::wait(UringRequest& req, int timeout_ms) noexcept {
     if (timeout_ms >= 0) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()).count();
       if (left <= 0) {
-        abandon_locked(req);
+        abandon_locked(lk, req);
         return -ETIMEDOUT;
       }
       ms = static_cast<int>(left);
@@ -260,18 +260,33 @@ bool UringTransport::test(UringRequest& req, int* result) noexcept {
 }
 
 void UringTransport::abandon(UringRequest& req) noexcept {
-  std::lock_guard lk(mu_);
-  if (req.owner_ == this) abandon_locked(req);
+  std::unique_lock lk(mu_);
+  if (req.owner_ == this) abandon_locked(lk, req);
 }
 
-void UringTransport::abandon_locked(UringRequest& req) noexcept {
+void UringTransport::abandon_locked(std::unique_lock<std::mutex>& lk, UringRequest& req) noexcept {
   // Its chunks stay reserved until their replies arrive (tags stay unique), but nothing is
   // delivered to req or its buffer any more.
-  for (auto& c : chunks_) {
-    if (c.in_use && c.req == &req) c.req = nullptr;
+  bool receiving_into_req = false;
+  for (std::uint32_t i = 0; i < chunks_.size(); ++i) {
+    Chunk& c = chunks_[i];
+    if (!c.in_use || c.req != &req) continue;
+    if (i == direct_chunk_) receiving_into_req = true;
+    c.req = nullptr;
   }
   req.chunks_left_ = 0;
   req.owner_ = nullptr;
+  if (!receiving_into_req) return;
+  // A reply is arriving straight into req's buffer (a big read into arena memory, INVARIANT9):
+  // the kernel's receive into it cannot be redirected, and the stream position is the middle of
+  // that payload. Break the stream (shutdown ends the receive at once) and wait for the receive's
+  // completion, so that no byte lands in the buffer once this returns (the caller may reuse it).
+  break_locked(-ETIMEDOUT);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (recv_in_flight_ && std::chrono::steady_clock::now() < give_up) drive_locked(lk, 100);
+  if (recv_in_flight_)
+    log().error("UringTransport on fd {}: a receive into an abandoned buffer did not end in 10 s "
+                "after shutdown", fd_);
 }
 
 void UringTransport::drive_locked(std::unique_lock<std::mutex>& lk, int timeout_ms) noexcept {
@@ -439,7 +454,9 @@ void UringTransport::on_recv_locked(int res) noexcept {
   recv_target_ = nullptr;
   recv_len_ = 0;
   ++stats_.receives;
-  if (res == 0) {
+  if (broken_ != 0) {
+    // The stream is gone and every chunk completed: what this receive brought is dropped.
+  } else if (res == 0) {
     break_locked(-EPIPE);  // the agent closed (or died)
   } else if (res < 0 && !retryable(res)) {
     break_locked(peer_error(res));
@@ -557,6 +574,7 @@ void UringTransport::break_locked(int err) noexcept {
   for (std::uint32_t i = 0; i < chunks_.size(); ++i) {
     if (chunks_[i].in_use) complete_chunk_locked(i, broken_);
   }
+  direct_chunk_ = kNone;  // its chunk is completed: a receive still in flight delivers nothing
   if (!send_in_flight_) {
     for (auto& f : unsent_) arena_->free(f.span);
     unsent_.clear();
@@ -640,20 +658,6 @@ bool UringTransport::broken() const noexcept {
 UringTransportStats UringTransport::stats() const noexcept {
   std::lock_guard lk(mu_);
   return stats_;
-}
-
-std::unique_ptr<MemoryTransport> connect_uring_or(
-    int fd, const UringTransportOptions& opts,
-    const std::function<std::unique_ptr<MemoryTransport>(int fd)>& fallback) {
-  try {
-    auto t = std::make_unique<UringTransport>(fd, opts);
-    log().info("memory transport on fd {}: io_uring", fd);
-    return t;
-  } catch (const Error& e) {
-    if (e.code() != Errc::unsupported || !fallback) throw;
-    log().info("memory transport on fd {}: {}; falling back", fd, e.what());
-    return fallback(fd);
-  }
 }
 
 }  // namespace shmkit::transport
