@@ -66,7 +66,7 @@ std::string list_json(const std::vector<Listed>& list) {
   std::string out = "[";
   for (auto& l : list) {
     if (out.size() > 1) out += ",";
-    if (l.summary) out += "{" + summary_json(*l.summary) + "}";
+    if (l.summary) out += fmt::format("{{{}}}", summary_json(*l.summary));
     else out += fmt::format(R"({{"name":{},"error":{},"stale":{}}})", json_string(l.name), json_string(l.error),
                             l.stale ? "true" : "false");
   }
@@ -94,13 +94,13 @@ std::string info_json(const SegmentSummary& s, const HeapReport& heap) {
   std::string h = "null";
   if (heap.present) {
     h = "{";
-    for (auto& [k, v] : heap.fields) h += (h.size() > 1 ? "," : "") + json_string(k) + ":" + v;
+    for (auto& [k, v] : heap.fields) h += fmt::format("{}{}:{}", h.size() > 1 ? "," : "", json_string(k), v);
     h += ",\"named_objects\":[";
     for (std::size_t i = 0; i < heap.named_objects.size(); ++i)
-      h += (i ? "," : "") + json_string(heap.named_objects[i]);
+      h += fmt::format("{}{}", i ? "," : "", json_string(heap.named_objects[i]));
     h += "]}";
   }
-  return "{" + summary_json(s) + ",\"heap\":" + h + "}";
+  return fmt::format("{{{},\"heap\":{}}}", summary_json(s), h);
 }
 
 std::string info_text(const SegmentSummary& s, const HeapReport& heap) {

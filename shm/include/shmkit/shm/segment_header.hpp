@@ -11,7 +11,8 @@
 ///   INVARIANT2  kDataOffset < size <= capacity <= Segment::kMaxCapacity, all multiples of the page
 ///   INVARIANT3  base % page == 0 and [base, base+capacity) lies in the user half of the address space
 ///   INVARIANT4  state == ready for every segment an opener maps (initialising only while a creator
-///               holds the file's flock; a dead creator leaves initialising and no flock)
+///               holds the file's flock; a dead creator leaves initialising and no flock — the
+///               creator writes this header, state initialising, before it sizes the file)
 ///   INVARIANT5  an attach entry is free iff pid == 0; a used entry names one process by
 ///               (pid, start_time); entries change only under admin_lock.
 ///   INVARIANT6  file size >= size (growth extends the file first, then publishes size)
