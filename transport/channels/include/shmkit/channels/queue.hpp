@@ -29,19 +29,14 @@
 /// exactly one pop that returned ok (or, with a receipt, whose receipt names it), or it is still in
 /// the queue.
 ///
-/// Cost (2 vCPU AMD EPYC VM, 64-byte messages, one producer and one consumer process). A push is
-/// a lock acquire (CAS), the record's stores, the commit (a plain release store), a lock release
-/// (CAS) and a fence for the sleep protocol (cheap right after the CAS), plus the robust-list
-/// edits of the Lock; a pop likewise. About 15 ns per push and 30 ns per push+pop in one
-/// process. Between two CPUs the release CAS waits for the record's stores, and the record
-/// lines were last held by the other core (the consumer reads right behind the producer, and
-/// its polls pull back the very line being written): about one cross-core transfer per message
-/// is serialised, 55-70 ns per message measured, against 10-12 ns for a bare SPSC ring with no
-/// locked instruction (spin_ring_limit). On one CPU, 40-70 ns. Getting
-/// near the ring needs pushes and pops with no per-message locked instruction, e.g. a lane per
-/// producer handle whose robust ownership is taken once per handle (the kernel's robust list
-/// still reports a holder's death), consumers claiming lanes the same way, and an asymmetric
-/// fence (membarrier) on the sleeper's side in place of the waker's per-message fence.
+/// Cost (2 vCPU AMD EPYC VM, 64-byte messages, one producer and one consumer process). Without a
+/// claim a push is a lock acquire (CAS), the record's stores, the commit (a plain release store),
+/// a lock release (CAS) and EventCount::notify_all's fence, plus the robust-list edits of the
+/// Lock; a pop likewise: measured 55-70 ns per message between two CPUs before the claims,
+/// against 10-12 ns for a bare SPSC ring (spin_ring_limit). With both sides claimed (below) the
+/// two CAS per operation and the robust-list edits are gone; what is left per message is the
+/// record's line transfer, the commit and head stores and one fence per side (x86: a locked OR on
+/// the stack, after which the store buffer is empty). Not yet re-measured on a quiet machine.
 ///
 /// One producer, one consumer: claim the side. A handle that calls claim_producer() (or
 /// claim_consumer()) keeps that side's robust lock between operations, so each push (pop) makes
