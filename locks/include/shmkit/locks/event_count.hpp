@@ -18,8 +18,8 @@
 /// await_until() below is this loop with the spin policy in front; use it rather than the steps.
 ///
 /// INVARIANT1 (no lost wake-up)  If W's re-check misses N's store, N's load in notify_all sees
-///   waiter_bit: W's prepare_wait (RMW) and N's store + fence + load are a Dekker pair of seq_cst
-///   operations — one of the two loads sees the other side's write. A notify that sees the bit
+///   waiter_bit: W's RMW + fence + re-check and N's store + fence + load are a Dekker pair with a
+///   seq_cst fence on each side — one of the two loads sees the other side's write. A notify that sees the bit
 ///   bumps the epoch (clearing the bit) before it wakes, so a W between prepare_wait and
 ///   FUTEX_WAIT finds the word != key and returns at once, and a W already in the kernel is woken.
 /// INVARIANT2 (the bit is never cleared under a sleeper)  Only a notify clears waiter_bit, in the
@@ -66,10 +66,14 @@ class EventCount {
   EventCount(const EventCount&) = delete;
   EventCount& operator=(const EventCount&) = delete;
 
-  /// Announces a waiter (INVARIANT1). seq_cst: the Dekker half that pairs with notify_all's fence;
-  /// the caller's re-check of its condition comes after this RMW.
+  /// Announces a waiter (INVARIANT1). The RMW is seq_cst and a seq_cst fence follows it: the fence
+  /// pairs with notify_all's fence (store-buffering is forbidden between two seq_cst fences), so
+  /// the caller's re-check may use plain acquire loads. After a locked RMW the fence costs
+  /// nothing on x86 (the store buffer is already drained).
   [[nodiscard]] Key prepare_wait() noexcept {
-    return Key{word_.fetch_or(kWaiterBit, std::memory_order_seq_cst) | kWaiterBit};
+    const std::uint32_t seen = word_.fetch_or(kWaiterBit, std::memory_order_seq_cst) | kWaiterBit;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return Key{seen};
   }
   /// Nothing to undo: a waiter_bit left set costs the next notify one FUTEX_WAKE (see above).
   void cancel_wait() noexcept {}
@@ -81,11 +85,19 @@ class EventCount {
   /// (INVARIANT1). `woken`: the Presence of the waiting side, marked waking when a sleeper was
   /// woken (so the partner's next wait spins for it: spin_policy.hpp).
   void notify_all(Presence* woken = nullptr) noexcept {
-    // Pairs with prepare_wait's RMW (INVARIANT1): orders the caller's stores (the condition)
-    // before the load of the word below.
+    notify_all_if([] { return true; }, woken);
+  }
+  /// notify_all() when worth() holds: for a notifier whose waiters wait for more than "something
+  /// changed" (a producer waiting for half the ring free). worth() runs only when a waiter is
+  /// announced, so its loads cost nothing when nobody sleeps. Correct when every waiter's
+  /// condition implies worth() once the caller's store is seen.
+  template <class Worth>
+  void notify_all_if(Worth&& worth, Presence* woken = nullptr) noexcept {
+    // Pairs with the fence in prepare_wait (INVARIANT1): orders the caller's stores (the
+    // condition) before the load of the word below.
     std::atomic_thread_fence(std::memory_order_seq_cst);
     // relaxed: the fence above gives the ordering; a set bit sends us to the RMW in notify_slow.
-    if ((word_.load(std::memory_order_relaxed) & kWaiterBit) != 0) [[unlikely]]
+    if ((word_.load(std::memory_order_relaxed) & kWaiterBit) != 0 && worth()) [[unlikely]]
       notify_slow(woken);
   }
 
