@@ -12,6 +12,7 @@
 
 #include "inspect.hpp"
 #include "report.hpp"
+#include "topic_report.hpp"
 #include "shmkit/shm/segment.hpp"
 #include "shmkit/sys/error.hpp"
 
@@ -28,7 +29,8 @@ const char* kUsage =
     "  create NAME --size S [--capacity C] [--base ADDR] [--mode OCTAL]\n"
     "                         create a segment /dev/shm/NAME (sizes take K, M, G, T suffixes)\n"
     "  ls [--json]            list shmkit segments under /dev/shm\n"
-    "  info NAME [--json]     show one segment: geometry, base, attached processes, heap\n"
+    "  info NAME [--json]     show one segment: geometry, base, attached processes, heap,\n"
+    "                         pubsub topics (publishers, subscribers, queue depths)\n"
     "  verify NAME            check the segment's heap; exit 3 on any finding\n"
     "  rm NAME...             remove segments\n"
     "  rm --stale             remove every stale segment (all its processes died attached) and\n"
@@ -42,7 +44,8 @@ const std::map<std::string, std::string> kHelp = {
      "(default 16G) at ADDR (default: derived from NAME). Prints the base address.\n"},
     {"ls", "usage: shmkit ls [--json]\nLists the shmkit segments under /dev/shm.\n"},
     {"info", "usage: shmkit info NAME [--json]\nShows one segment. JSON fields: name, base (hex), size,\n"
-             "capacity, at_home, version, state, creator, attached[], stale, heap.\n"},
+             "capacity, at_home, version, state, creator, attached[], stale, heap, topics[] (pubsub:\n"
+             "publishers, subscribers with policy, depth and queued/held samples).\n"},
     {"verify", "usage: shmkit verify NAME\nWalks the segment's heap; prints each finding; exit 3 if any.\n"},
     {"rm", "usage: shmkit rm NAME... | shmkit rm --stale\nRemoves segments (attached processes keep their mappings).\n"},
 };
@@ -145,8 +148,13 @@ int cmd_info(const Args& a) {
   Segment seg = Segment::open(a.positional[0], inspect_options());
   SegmentSummary s = summarise(seg);
   HeapReport heap = heap_report(seg);
-  if (a.has("--json")) std::printf("%s\n", info_json(s, heap).c_str());
-  else std::printf("%s", info_text(s, heap).c_str());
+  if (a.has("--json")) {
+    std::string j = info_json(s, heap);
+    j.insert(j.rfind('}'), ",\"topics\":" + topics_json(seg));  // pubsub topics (topic_report.hpp)
+    std::printf("%s\n", j.c_str());
+  } else {
+    std::printf("%s%s", info_text(s, heap).c_str(), topics_text(seg).c_str());
+  }
   return 0;
 }
 
@@ -174,6 +182,8 @@ int cmd_rm(const Args& a) {
         // A segment still in use: give back what its dead processes owned in its heap.
         try {
           Segment seg = Segment::open(l.name, inspect_options());
+          if (std::size_t n = reclaim_topics(seg))
+            std::printf("reclaimed %zu pubsub publisher/subscriber slot(s) of dead processes in %s\n", n, l.name.c_str());
           if (std::size_t n = reclaim_dead(seg)) std::printf("reclaimed %zu from dead processes in %s\n", n, l.name.c_str());
         } catch (const shmkit::Error& e) {
           std::fprintf(stderr, "shmkit: %s: %s\n", l.name.c_str(), e.what());
