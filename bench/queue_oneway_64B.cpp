@@ -41,7 +41,7 @@
 namespace {
 
 namespace sys = shmkit::sys;
-namespace tr = shmkit::transport;
+namespace tr = shmkit;  // the channel types live in namespace shmkit since the transport split
 constexpr std::size_t kMsg = 64;
 constexpr std::size_t kSlots = 1024;
 

@@ -32,10 +32,11 @@
 namespace {
 
 namespace sys = shmkit::sys;
-namespace tr = shmkit::transport;
+namespace tr = shmkit;  // the channel types live in namespace shmkit since the transport split
 constexpr std::size_t kMsg = 64;
 
 using shmkit::bench::fork_partner;
+using shmkit::bench::full_io;
 using shmkit::bench::reap_ok;
 using shmkit::bench::SharedMap;
 
@@ -82,17 +83,6 @@ void bm_shmkit_channel(benchmark::State& state) {
 }
 
 // ---- unix_socketpair -------------------------------------------------------------------------
-
-bool full_io(int fd, void* buf, std::size_t n, bool write) {
-  auto* p = static_cast<std::byte*>(buf);
-  while (n > 0) {
-    ssize_t r = write ? sys::write(fd, p, n) : sys::read(fd, p, n);
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
 
 void bm_unix_socketpair(benchmark::State& state) {
   int sv[2];
