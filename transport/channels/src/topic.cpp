@@ -25,6 +25,7 @@
 #include <string>
 
 #include "shmkit/channels/topic.hpp"
+#include "shmkit/channels/waitset_layout.hpp"
 #include "shmkit/heap/heap.hpp"
 #include "shmkit/sys/log.hpp"
 #include "shmkit/sys/process.hpp"
@@ -221,8 +222,7 @@ struct TopicEngine {
       decref(h);
       set(s.held[k], 0);
     }
-    if (s.sleeping.exchange(0, std::memory_order_relaxed) != 0)
-      c.sleepers.fetch_sub(1, std::memory_order_relaxed);
+    set(s.waitset, 0);
     set(s.state, 0);
   }
   // A dead publisher's loans are scheduled as frees (they are checked against their tokens after
@@ -276,14 +276,10 @@ struct TopicEngine {
     return n;
   }
 
-  // Lock held after owner_died: INVARIANT6 first, then the derived, unlogged words.
+  // Lock held after owner_died (INVARIANT6).
   void repair() noexcept {
     rollback();
     finish_frees(true);
-    u64 sleepers = 0;
-    for (u32 i = 0; i < kMaxSubscribers; ++i)
-      if (sub_in_use(i) && c.subs[i].sleeping.load(std::memory_order_relaxed) != 0) ++sleepers;
-    c.sleepers.store(sleepers, std::memory_order_relaxed);
   }
 
   PubSubStatus after_acquire(LockResult r) noexcept {
@@ -300,22 +296,6 @@ struct TopicEngine {
     }
     return PubSubStatus::corrupt;
   }
-  // Waits on a condition of the topic (lock held before and after, repaired).
-  PubSubStatus wait_on(Condition& cv, Deadline deadline) noexcept {
-    WaitResult r;
-    try {
-      r = cv.wait(c.lock, deadline);
-    } catch (...) {
-      return PubSubStatus::corrupt;  // only thrown when the lock is not held: a bug
-    }
-    switch (r) {
-      case WaitResult::notified: return PubSubStatus::ok;
-      case WaitResult::timed_out: return PubSubStatus::timed_out;
-      case WaitResult::owner_died: return after_acquire(LockResult::owner_died);
-      case WaitResult::not_recoverable: return PubSubStatus::not_recoverable;
-    }
-    return PubSubStatus::corrupt;
-  }
 };
 
 struct Topic::Guard {
@@ -326,6 +306,11 @@ struct Topic::Guard {
     if (status == PubSubStatus::ok) t.unlock();
   }
   bool ok() const noexcept { return status == PubSubStatus::ok; }
+  // Unlocks before the scope ends (for the notifies that follow a change).
+  void release() noexcept {
+    if (status == PubSubStatus::ok) t.unlock();
+    status = PubSubStatus::would_block;
+  }
 };
 
 PubSubStatus Topic::lock(Deadline deadline) noexcept {
@@ -390,6 +375,9 @@ Topic Topic::open(Heap& heap, std::string_view name, const TopicOptions& o, std:
   auto* ctl = heap.find_or_construct<TopicControl>(full, init);
   Topic t(heap, ctl, std::string(name));
   if (type_hash != 0) t.type_hash_ = type_hash;  // this handle's type runs the destructor
+  t.waitsets_ = heap.find_or_construct<WaitSetTable>(kWaitSetTableName);
+  if (t.waitsets_->magic != kWaitSetMagic)
+    throw Error(Errc::corrupt, "pubsub: the named object " + std::string(kWaitSetTableName) + " is not a WaitSet table");
   if (type_hash != 0 && ctl->type_hash != 0 && (ctl->type_hash != type_hash || ctl->type_size != type_size))
     throw Error(Errc::invalid_argument, "pubsub topic '" + std::string(name) +
                                             "': it carries samples of another type (" +
@@ -472,6 +460,7 @@ int Topic::claim_subscriber(BackPressure policy, std::uint32_t depth, bool want_
     e.set(s.depth, depth);
     e.set(s.received, 0);
     e.set(s.dropped, 0);
+    e.set(s.waitset, 0);
     for (u32 k = 0; k < kMaxHeld; ++k) e.set(s.held[k], 0);
     u64 tail = 0;
     if (want_history && history_ > 0) {
@@ -521,6 +510,7 @@ void Topic::release_subscriber(int slot) noexcept {
   e.commit();
   e.finish_frees(false);
   s.alive.unlock();
+  g.release();
   if (was_full) ctl_->space.notify_all();
 }
 
@@ -600,24 +590,15 @@ PubSubStatus Topic::publish(int pub, std::uint64_t s, Deadline deadline) noexcep
   // Room in every block_publisher queue first (nothing is written until there is).
   for (;;) {
     e.reclaim_dead_slots();  // a dead subscriber never blocks, and its samples go back now
-    bool full = false;
-    for (u32 i = 0; i < max_subs_ && !full; ++i) {
-      SubscriberSlot& sub = ctl_->subs[i];
-      if (!e.sub_in_use(i) || sub.policy.load(std::memory_order_relaxed) != static_cast<u64>(BackPressure::block_publisher))
-        continue;
-      const u64 d = e.depth_of(sub);
-      if (d == 0) return PubSubStatus::corrupt;
-      full = sub.tail.load(std::memory_order_relaxed) - sub.head.load(std::memory_order_relaxed) >= d;
-    }
-    if (!full) break;
+    if (!block_queue_full()) break;
     if (Clock::now() >= deadline) return PubSubStatus::timed_out;
-    // Slices of 5 ms: a subscriber that dies while this publisher waits is reclaimed by the next
-    // round of the loop (its death wakes nobody).
-    const Deadline slice = std::min(deadline, Clock::now() + std::chrono::milliseconds(5));
-    ctl_->blocked_publishers.fetch_add(1, std::memory_order_relaxed);  // relaxed: under the lock
-    const PubSubStatus ws = e.wait_on(ctl_->space, slice);
-    ctl_->blocked_publishers.fetch_sub(1, std::memory_order_relaxed);
-    if (ws != PubSubStatus::ok && ws != PubSubStatus::timed_out) return ws;
+    // Wait without the lock until every block_publisher queue has room or its owner is dead (the
+    // EventCount re-checks at least every kRecheckSlice, which bounds how long a subscriber that
+    // died while this publisher waited keeps it waiting: its death notifies nobody).
+    unlock();
+    (void)sleep_until(ctl_->space, [&] { return !block_queue_full(); }, deadline);
+    g.status = lock();
+    if (!g.ok()) return g.status;
   }
   // Disown before the transaction: from here only the topic frees the block (a death before the
   // commit leaves it recorded as a loan, which the reclaim frees by its token).
@@ -626,6 +607,7 @@ PubSubStatus Topic::publish(int pub, std::uint64_t s, Deadline deadline) noexcep
     if (heap_->usable_size(h) == 0) return PubSubStatus::corrupt;
   }
   kill_point(1);
+  u64 notify = 0;  // subscribers that got the sample
   const u64 seq = ctl_->seq.load(std::memory_order_relaxed) + 1;
   e.set(ctl_->seq, seq);
   e.set(h->seq, seq);
@@ -646,6 +628,7 @@ PubSubStatus Topic::publish(int pub, std::uint64_t s, Deadline deadline) noexcep
     }
     e.set(sub.q[tail % d], s);
     e.set(sub.tail, tail + 1);
+    notify |= u64{1} << i;
     ++refs;
   }
   if (history_ > 0) {
@@ -671,8 +654,35 @@ PubSubStatus Topic::publish(int pub, std::uint64_t s, Deadline deadline) noexcep
   e.commit();
   kill_point(3);
   e.finish_frees(false);
-  if (ctl_->sleepers.load(std::memory_order_relaxed) != 0) ctl_->data_ready.notify_all();
+  g.release();
+  notify_subscribers(notify);
   return PubSubStatus::ok;
+}
+
+bool Topic::block_queue_full() const noexcept {
+  for (u32 i = 0; i < max_subs_; ++i) {
+    const SubscriberSlot& sub = ctl_->subs[i];
+    // acquire: pairs with the release stores of the transaction that changed them (Tx::set).
+    if (sub.state.load(std::memory_order_acquire) != 1 ||
+        sub.policy.load(std::memory_order_relaxed) != static_cast<u64>(BackPressure::block_publisher) ||
+        TopicEngine::looks_dead(sub.alive))
+      continue;
+    const u64 d = sub.depth.load(std::memory_order_relaxed);
+    // A corrupt depth counts as not full: the transaction that follows validates it and fails.
+    if (d >= 1 && d <= kQueueSlots && sub.tail.load(std::memory_order_acquire) - sub.head.load(std::memory_order_acquire) >= d)
+      return true;
+  }
+  return false;
+}
+
+void Topic::notify_subscribers(std::uint64_t mask) noexcept {
+  for (u32 i = 0; i < max_subs_; ++i) {
+    if (((mask >> i) & 1) == 0) continue;
+    SubscriberSlot& sub = ctl_->subs[i];
+    sub.data_ready.notify_all();
+    const u64 w = sub.waitset.load(std::memory_order_acquire);
+    if (w != 0 && w <= kWaitSets && waitsets_ != nullptr) waitsets_->entries[w - 1].ready.notify_all();
+  }
 }
 
 // ---- take / release ----
@@ -696,6 +706,16 @@ PubSubStatus release_locked(TopicEngine& e, SubscriberSlot& sub, u32 max_held, c
   return st;
 }
 }  // namespace
+
+PubSubStatus Topic::set_waitset(int sub, std::uint64_t entry_plus_one) noexcept {
+  if (entry_plus_one > kWaitSets) return PubSubStatus::invalid_argument;
+  Guard g(*this);
+  if (!g.ok()) return g.status;
+  TopicEngine e(*this);
+  e.set(ctl_->subs[sub].waitset, entry_plus_one);
+  e.commit();
+  return PubSubStatus::ok;
+}
 
 PubSubStatus Topic::release(int sub, const std::uint64_t* samples, std::size_t n) noexcept {
   if (n == 0) return PubSubStatus::ok;
@@ -728,19 +748,20 @@ PubSubStatus Topic::take(int sub, std::uint64_t* out, const std::uint64_t* relea
       e.set(s.head, head + 1);
       e.add(s.received, 1);
       e.commit();
-      if (tail - head == d && ctl_->blocked_publishers.load(std::memory_order_relaxed) != 0)
-        ctl_->space.notify_all();
       *out = smp;
+      const bool made_room = tail - head == d && s.policy.load(std::memory_order_relaxed) ==
+                                                     static_cast<u64>(BackPressure::block_publisher);
+      g.release();
+      if (made_room) ctl_->space.notify_all();  // a publisher may wait for exactly this
       return PubSubStatus::ok;
     }
     if (!wait) return PubSubStatus::would_block;
     if (Clock::now() >= deadline) return PubSubStatus::timed_out;
-    // Not logged: repair() recomputes sleepers from the slots' flags.
-    s.sleeping.store(1, std::memory_order_relaxed);
-    ctl_->sleepers.fetch_add(1, std::memory_order_relaxed);
-    const PubSubStatus ws = e.wait_on(ctl_->data_ready, deadline);
-    if (s.sleeping.exchange(0, std::memory_order_relaxed) != 0) ctl_->sleepers.fetch_sub(1, std::memory_order_relaxed);
-    if (ws != PubSubStatus::ok && ws != PubSubStatus::timed_out) return ws;
+    // Wait without the lock; a publish that queues for this subscriber notifies data_ready.
+    unlock();
+    (void)sleep_until(s.data_ready, [&] { return has_data(sub); }, deadline);
+    g.status = lock();
+    if (!g.ok()) return g.status;
   }
 }
 

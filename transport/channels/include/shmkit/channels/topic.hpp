@@ -35,6 +35,8 @@ namespace shmkit {
 class Heap;
 
 namespace pubsub_detail {
+struct WaitSetTable;
+inline constexpr const char* kWaitSetTableName = "shmkit.pubsub.waitsets";
 /// Runs the destructor registered in this process for `type_hash` (pubsub.hpp) on a payload; a
 /// no-op when none is registered.
 void destroy_payload(std::uint64_t type_hash, void* payload) noexcept;
@@ -149,8 +151,14 @@ class Topic {
   PubSubStatus take(int sub, std::uint64_t* sample, const std::uint64_t* releases, std::size_t n_releases,
                     bool wait, sys::Deadline deadline) noexcept;
   PubSubStatus release(int sub, const std::uint64_t* samples, std::size_t n) noexcept;
+  /// Names the WaitSet entry (1 + index, 0 = none) a publish to this subscriber also notifies.
+  PubSubStatus set_waitset(int sub, std::uint64_t entry_plus_one) noexcept;
   /// Racy (lock-free) look: a sample is queued for this subscriber.
   bool has_data(int sub) const noexcept;
+  /// Lock-free look: a live block_publisher subscriber's queue is full.
+  bool block_queue_full() const noexcept;
+  void notify_subscribers(std::uint64_t mask) noexcept;  // after a publish, without the lock
+  pubsub_detail::WaitSetTable* waitsets() const noexcept { return waitsets_; }
   pubsub_detail::SampleHeader* header(std::uint64_t sample) const noexcept;
   std::byte* payload(std::uint64_t sample) const noexcept;
 
@@ -163,6 +171,7 @@ class Topic {
   std::uint64_t seg_size_ = 0;  // for offset checks (grows: refreshed when an offset looks out of range)
   // local copies of the configuration (never re-read from shared memory after open)
   std::uint64_t type_hash_ = 0;
+  pubsub_detail::WaitSetTable* waitsets_ = nullptr;  // the segment's WaitSet table (open() only)
   std::uint32_t max_subs_ = 0, max_pubs_ = 0, history_ = 0, depth_ = 0, max_held_ = 0, max_loans_ = 0;
   friend struct TopicEngine;
 };

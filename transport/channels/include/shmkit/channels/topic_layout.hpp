@@ -40,6 +40,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "shmkit/locks/event_count.hpp"
 #include "shmkit/locks/lock.hpp"
 
 namespace shmkit::pubsub_detail {
@@ -96,7 +97,8 @@ struct alignas(64) SubscriberSlot {
   std::atomic<u64> head, tail;  // monotonic queue positions, INVARIANT3
   std::atomic<u64> received;    // samples taken
   std::atomic<u64> dropped;     // samples dropped from this queue (drop_oldest)
-  std::atomic<u64> sleeping;    // 1 while the owner waits for data (not logged; see topic.cpp)
+  std::atomic<u64> waitset;     // 1 + index of the WaitSet entry (waitset_layout.hpp) to notify too, 0 none
+  EventCount data_ready;        // notified after every publish that queued for this subscriber
   std::atomic<u64> q[kQueueSlots];
   std::atomic<u64> held[kMaxHeld];  // 0 = empty
 };
@@ -133,10 +135,7 @@ struct TopicControl {
   u32 max_loans;         // per publisher, <= kMaxLoans
 
   alignas(64) Lock lock;
-  Condition data_ready;  // subscribers wait here for samples (with `lock`)
-  Condition space;       // publishers wait here for room in a block_publisher queue
-  std::atomic<u64> sleepers;            // Σ sub.sleeping: publish notifies only when > 0
-  std::atomic<u64> blocked_publishers;  // publishers waiting on `space` (not logged)
+  EventCount space;      // publishers wait here (lock released) for room in a block_publisher queue
   std::atomic<u64> next_serial;         // token serials (fetch_add, no lock; gaps allowed)
   std::atomic<u64> seq;                 // last publish seq
   std::atomic<u64> published;           // samples published
