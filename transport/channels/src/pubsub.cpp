@@ -133,7 +133,7 @@ PubSubStatus BytesSubscriber::flush() noexcept {
 SampleBytes BytesSubscriber::take_impl(bool wait, Deadline deadline, PubSubStatus* status) noexcept {
   SampleBytes s;
   std::uint64_t off = 0;
-  const PubSubStatus st = topic_.take(slot_, &off, released_.data(), released_.size(), wait, deadline);
+  const PubSubStatus st = topic_.take(slot_, &off, released_.data(), released_.size(), wait, deadline, &spin_);
   // The topic applied the releases once it held its lock (every status but not_recoverable).
   if (st != PubSubStatus::not_recoverable) released_.clear();
   if (status != nullptr) *status = st;

@@ -586,17 +586,22 @@ PubSubStatus Topic::publish(int pub, std::uint64_t s, Deadline deadline) noexcep
   if (h == nullptr) return PubSubStatus::corrupt;
   Guard g(*this);
   if (!g.ok()) return g.status;
+  ctl_->publisher_presence.publish(Presence::running);  // subscribers spin only for a running publisher
   TopicEngine e(*this);
   // Room in every block_publisher queue first (nothing is written until there is).
   for (;;) {
     e.reclaim_dead_slots();  // a dead subscriber never blocks, and its samples go back now
-    if (!block_queue_full()) break;
+    if (!block_queue_above(false)) break;
     if (Clock::now() >= deadline) return PubSubStatus::timed_out;
     // Wait without the lock until every block_publisher queue has room or its owner is dead (the
     // EventCount re-checks at least every kRecheckSlice, which bounds how long a subscriber that
     // died while this publisher waited keeps it waiting: its death notifies nobody).
     unlock();
-    (void)sleep_until(ctl_->space, [&] { return !block_queue_full(); }, deadline);
+    // Resumes once the queues are down to half (hysteresis: resuming at the first free slot would
+    // make a full queue cost a sleep and a wake-up per sample on both sides).
+    ctl_->publisher_presence.publish(Presence::sleeping);
+    (void)sleep_until(ctl_->space, [&] { return !block_queue_above(true); }, deadline);
+    ctl_->publisher_presence.publish(Presence::running);
     g.status = lock();
     if (!g.ok()) return g.status;
   }
@@ -659,7 +664,7 @@ PubSubStatus Topic::publish(int pub, std::uint64_t s, Deadline deadline) noexcep
   return PubSubStatus::ok;
 }
 
-bool Topic::block_queue_full() const noexcept {
+bool Topic::block_queue_above(bool half) const noexcept {
   for (u32 i = 0; i < max_subs_; ++i) {
     const SubscriberSlot& sub = ctl_->subs[i];
     // acquire: pairs with the release stores of the transaction that changed them (Tx::set).
@@ -669,8 +674,9 @@ bool Topic::block_queue_full() const noexcept {
       continue;
     const u64 d = sub.depth.load(std::memory_order_relaxed);
     // A corrupt depth counts as not full: the transaction that follows validates it and fails.
-    if (d >= 1 && d <= kQueueSlots && sub.tail.load(std::memory_order_acquire) - sub.head.load(std::memory_order_acquire) >= d)
-      return true;
+    if (d < 1 || d > kQueueSlots) continue;
+    const u64 queued = sub.tail.load(std::memory_order_acquire) - sub.head.load(std::memory_order_acquire);
+    if (half ? queued > d / 2 : queued >= d) return true;
   }
   return false;
 }
@@ -679,7 +685,7 @@ void Topic::notify_subscribers(std::uint64_t mask) noexcept {
   for (u32 i = 0; i < max_subs_; ++i) {
     if (((mask >> i) & 1) == 0) continue;
     SubscriberSlot& sub = ctl_->subs[i];
-    sub.data_ready.notify_all();
+    sub.data_ready.notify_all(&sub.presence);
     const u64 w = sub.waitset.load(std::memory_order_acquire);
     if (w != 0 && w <= kWaitSets && waitsets_ != nullptr) waitsets_->entries[w - 1].ready.notify_all();
   }
@@ -726,7 +732,7 @@ PubSubStatus Topic::release(int sub, const std::uint64_t* samples, std::size_t n
 }
 
 PubSubStatus Topic::take(int sub, std::uint64_t* out, const std::uint64_t* releases, std::size_t n_releases,
-                         bool wait, Deadline deadline) noexcept {
+                         bool wait, Deadline deadline, SpinPolicy* spin) noexcept {
   *out = 0;
   Guard g(*this);
   if (!g.ok()) return g.status;
@@ -749,8 +755,9 @@ PubSubStatus Topic::take(int sub, std::uint64_t* out, const std::uint64_t* relea
       e.add(s.received, 1);
       e.commit();
       *out = smp;
-      const bool made_room = tail - head == d && s.policy.load(std::memory_order_relaxed) ==
-                                                     static_cast<u64>(BackPressure::block_publisher);
+      // The crossing to half a queue is what a waiting publisher waits for (block_queue_above).
+      const bool made_room = tail - head - 1 == d / 2 && s.policy.load(std::memory_order_relaxed) ==
+                                                             static_cast<u64>(BackPressure::block_publisher);
       g.release();
       if (made_room) ctl_->space.notify_all();  // a publisher may wait for exactly this
       return PubSubStatus::ok;
@@ -759,7 +766,11 @@ PubSubStatus Topic::take(int sub, std::uint64_t* out, const std::uint64_t* relea
     if (Clock::now() >= deadline) return PubSubStatus::timed_out;
     // Wait without the lock; a publish that queues for this subscriber notifies data_ready.
     unlock();
-    (void)sleep_until(s.data_ready, [&] { return has_data(sub); }, deadline);
+    if (spin != nullptr)
+      (void)await_until(s.data_ready, [&] { return has_data(sub); }, deadline, *spin, s.presence,
+                        ctl_->publisher_presence);
+    else
+      (void)sleep_until(s.data_ready, [&] { return has_data(sub); }, deadline, &s.presence);
     g.status = lock();
     if (!g.ok()) return g.status;
   }

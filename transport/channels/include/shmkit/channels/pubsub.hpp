@@ -166,6 +166,7 @@ class BytesSubscriber {
   Topic topic_;
   int slot_ = -1;
   std::vector<std::uint64_t> released_;  // capacity max_held: never grows on the hot path
+  SpinPolicy spin_;                      // take()'s spin before it sleeps (spin_policy.hpp)
 };
 
 /// A loaned T (constructed in place). Publishing moves it out; destroying it unpublished runs ~T

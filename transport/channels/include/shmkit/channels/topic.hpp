@@ -149,14 +149,15 @@ class Topic {
   /// Moves the oldest queued sample to the held list (releasing `releases` first, in the same
   /// critical section). wait: sleeps until a sample arrives or the deadline passes.
   PubSubStatus take(int sub, std::uint64_t* sample, const std::uint64_t* releases, std::size_t n_releases,
-                    bool wait, sys::Deadline deadline) noexcept;
+                    bool wait, sys::Deadline deadline, SpinPolicy* spin = nullptr) noexcept;
   PubSubStatus release(int sub, const std::uint64_t* samples, std::size_t n) noexcept;
   /// Names the WaitSet entry (1 + index, 0 = none) a publish to this subscriber also notifies.
   PubSubStatus set_waitset(int sub, std::uint64_t entry_plus_one) noexcept;
   /// Racy (lock-free) look: a sample is queued for this subscriber.
   bool has_data(int sub) const noexcept;
-  /// Lock-free look: a live block_publisher subscriber's queue is full.
-  bool block_queue_full() const noexcept;
+  /// Lock-free look: a live block_publisher subscriber's queue holds more than `limit` of its
+  /// depth (full: limit = depth - 1; a waiting publisher resumes at half: depth / 2).
+  bool block_queue_above(bool half) const noexcept;
   void notify_subscribers(std::uint64_t mask) noexcept;  // after a publish, without the lock
   pubsub_detail::WaitSetTable* waitsets() const noexcept { return waitsets_; }
   pubsub_detail::SampleHeader* header(std::uint64_t sample) const noexcept;

@@ -99,6 +99,7 @@ struct alignas(64) SubscriberSlot {
   std::atomic<u64> dropped;     // samples dropped from this queue (drop_oldest)
   std::atomic<u64> waitset;     // 1 + index of the WaitSet entry (waitset_layout.hpp) to notify too, 0 none
   EventCount data_ready;        // notified after every publish that queued for this subscriber
+  Presence presence;            // the owner's running/sleeping hint (spin_policy.hpp)
   std::atomic<u64> q[kQueueSlots];
   std::atomic<u64> held[kMaxHeld];  // 0 = empty
 };
@@ -136,6 +137,7 @@ struct TopicControl {
 
   alignas(64) Lock lock;
   EventCount space;      // publishers wait here (lock released) for room in a block_publisher queue
+  Presence publisher_presence;  // the last publisher's running/sleeping hint (subscribers spin on it)
   std::atomic<u64> next_serial;         // token serials (fetch_add, no lock; gaps allowed)
   std::atomic<u64> seq;                 // last publish seq
   std::atomic<u64> published;           // samples published
