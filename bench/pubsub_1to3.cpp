@@ -7,7 +7,8 @@
 //   shmkit_64B / shmkit_1MiB          shmkit::BytesPublisher / BytesSubscriber, zero copy: the
 //                                     publisher loans a sample, writes it in place, publishes; each
 //                                     subscriber takes a reference to the same block and releases
-//                                     it. Subscribers use block_publisher with a queue of 16.
+//                                     it. Subscribers use block_publisher with a queue of 16 and
+//                                     take up to 8 queued samples per lock round trip (prefetch).
 //   queue_copy_64B / queue_copy_1MiB  the same fan-out from one shmkit::Queue per subscriber
 //                                     (16 messages of ring each): the publisher pushes a copy into
 //                                     each queue, each subscriber pops (copies) into its buffer.
@@ -77,13 +78,13 @@ void bm_shmkit(benchmark::State& state, std::size_t size) {
   const std::uint64_t n = static_cast<std::uint64_t>(state.max_iterations);
   shmkit::Segment seg = shmkit::Segment::create_anonymous(std::size_t{64} << 20, {.capacity = std::size_t{1} << 30});
   shmkit::Heap& heap = shmkit::Heap::attach(seg);
-  shmkit::Topic::open(heap, "frames", {.max_subscribers = kSubscribers, .queue_depth = kDepth, .max_held = 2});
+  shmkit::Topic::open(heap, "frames", {.max_subscribers = kSubscribers, .queue_depth = kDepth, .max_held = 16});
   SharedMap ready_mem(64);
   auto* ready = reinterpret_cast<std::atomic<int>*>(ready_mem.get());
   std::vector<pid_t> pids;
   const bool forked = fork_subscribers(pids, [&](int) {
     shmkit::BytesSubscriber sub(heap, "frames", {},
-                                {.policy = shmkit::BackPressure::block_publisher, .queue_depth = kDepth});
+                                {.policy = shmkit::BackPressure::block_publisher, .queue_depth = kDepth, .prefetch = 8});
     ready->fetch_add(1);
     for (std::uint64_t seq = 1; seq <= n; ++seq) {
       shmkit::SampleBytes s = sub.take();

@@ -178,7 +178,8 @@ TEST_F(PubSub, LateJoinerGetsTheLastKSamples) {
 }
 
 // Three forked subscriber processes: one block_publisher with a tiny queue (must see all N, in
-// order), two drop_oldest (a strictly increasing subsequence; received + dropped == N).
+// order), two drop_oldest (a strictly increasing subsequence; received + dropped == N), one of
+// them prefetching 3 samples per take.
 TEST_F(PubSub, ProcessesBlockPublisherLosesNothingDropOldestCountsDrops) {
   constexpr std::uint64_t kN = 20000;
   Topic topic = Topic::open(heap, "procs", {.max_subscribers = 4, .queue_depth = 4});
@@ -191,6 +192,7 @@ TEST_F(PubSub, ProcessesBlockPublisherLosesNothingDropOldestCountsDrops) {
       SubscriberOptions so;
       so.policy = i == 0 ? BackPressure::block_publisher : BackPressure::drop_oldest;
       so.queue_depth = i == 0 ? 2 : 4;
+      so.prefetch = i == 1 ? 3 : 1;  // subscriber 1 takes up to 3 per lock round trip
       Subscriber<Msg> sub(heap, "procs", {}, so);
       ready->fetch_add(1);
       std::uint64_t last = 0, received = 0, bad = 0;

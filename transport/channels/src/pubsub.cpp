@@ -3,6 +3,7 @@
 
 #include <map>
 #include <mutex>
+#include <string>
 
 namespace shmkit {
 
@@ -111,6 +112,10 @@ BytesSubscriber::BytesSubscriber(Heap& heap, std::string_view topic, const Topic
     : topic_(Topic::open(heap, topic, topic_opts, type_hash, type_size)),
       slot_(topic_.claim_subscriber(opts.policy, opts.queue_depth, opts.history)) {
   released_.reserve(pubsub_detail::kMaxHeld);
+  if (opts.prefetch < 1 || opts.prefetch > pubsub_detail::kMaxHeld)
+    throw Error(Errc::invalid_argument, "pubsub SubscriberOptions::prefetch = " + std::to_string(opts.prefetch) +
+                                            " is outside [1, " + std::to_string(pubsub_detail::kMaxHeld) + "]");
+  prefetch_ = opts.prefetch;
 }
 
 BytesSubscriber::~BytesSubscriber() {
@@ -132,12 +137,18 @@ PubSubStatus BytesSubscriber::flush() noexcept {
 
 SampleBytes BytesSubscriber::take_impl(bool wait, Deadline deadline, PubSubStatus* status) noexcept {
   SampleBytes s;
-  std::uint64_t off = 0;
-  const PubSubStatus st = topic_.take(slot_, &off, released_.data(), released_.size(), wait, deadline, &spin_);
-  // The topic applied the releases once it held its lock (every status but not_recoverable).
-  if (st != PubSubStatus::not_recoverable) released_.clear();
+  PubSubStatus st = PubSubStatus::ok;
+  if (pf_next_ == pf_end_) {
+    std::size_t n = 0;
+    st = topic_.take(slot_, prefetched_, prefetch_, &n, released_.data(), released_.size(), wait, deadline, &spin_);
+    // The topic applied the releases once it held its lock (every status but not_recoverable).
+    if (st != PubSubStatus::not_recoverable) released_.clear();
+    pf_next_ = 0;
+    pf_end_ = n;
+  }
   if (status != nullptr) *status = st;
-  if (off == 0) return s;
+  if (pf_next_ == pf_end_) return s;
+  const std::uint64_t off = prefetched_[pf_next_++];
   s.sub_ = this;
   s.off_ = off;
   pubsub_detail::SampleHeader* h = topic_.header(off);

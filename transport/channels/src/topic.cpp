@@ -731,9 +731,10 @@ PubSubStatus Topic::release(int sub, const std::uint64_t* samples, std::size_t n
   return release_locked(e, ctl_->subs[sub], max_held_, samples, n);
 }
 
-PubSubStatus Topic::take(int sub, std::uint64_t* out, const std::uint64_t* releases, std::size_t n_releases,
-                         bool wait, Deadline deadline, SpinPolicy* spin) noexcept {
-  *out = 0;
+PubSubStatus Topic::take(int sub, std::uint64_t* out, std::size_t max_out, std::size_t* n_out,
+                         const std::uint64_t* releases, std::size_t n_releases, bool wait, Deadline deadline,
+                         SpinPolicy* spin) noexcept {
+  *n_out = 0;
   Guard g(*this);
   if (!g.ok()) return g.status;
   TopicEngine e(*this);
@@ -744,20 +745,29 @@ PubSubStatus Topic::take(int sub, std::uint64_t* out, const std::uint64_t* relea
     const u64 head = s.head.load(std::memory_order_relaxed), tail = s.tail.load(std::memory_order_relaxed);
     if (d == 0 || head > tail || tail - head > d) return PubSubStatus::corrupt;
     if (head != tail) {
+      // Up to max_out samples, oldest first, each into a free held slot, in one transaction.
+      std::size_t n = 0;
       u32 k = 0;
-      while (k < max_held_ && s.held[k].load(std::memory_order_relaxed) != 0) ++k;
-      if (k == max_held_) return PubSubStatus::too_many_held;
-      const u64 smp = s.q[head % d].load(std::memory_order_relaxed);
-      if (header(smp) == nullptr) return PubSubStatus::corrupt;
-      e.set(s.held[k], smp);
-      kill_point(4);
-      e.set(s.head, head + 1);
-      e.add(s.received, 1);
+      for (u64 at = head; at != tail && n < max_out; ++at, ++n) {
+        while (k < max_held_ && s.held[k].load(std::memory_order_relaxed) != 0) ++k;
+        if (k == max_held_) break;
+        const u64 smp = s.q[at % d].load(std::memory_order_relaxed);
+        if (header(smp) == nullptr) {
+          e.rollback();
+          return PubSubStatus::corrupt;
+        }
+        e.set(s.held[k], smp);
+        kill_point(4);
+        e.set(s.head, at + 1);
+        out[n] = smp;
+      }
+      if (n == 0) return PubSubStatus::too_many_held;
+      e.add(s.received, static_cast<std::int64_t>(n));
       e.commit();
-      *out = smp;
+      *n_out = n;
       // The crossing to half a queue is what a waiting publisher waits for (block_queue_above).
-      const bool made_room = tail - head - 1 == d / 2 && s.policy.load(std::memory_order_relaxed) ==
-                                                             static_cast<u64>(BackPressure::block_publisher);
+      const bool made_room = tail - head > d / 2 && tail - head - n <= d / 2 &&
+                             s.policy.load(std::memory_order_relaxed) == static_cast<u64>(BackPressure::block_publisher);
       g.release();
       if (made_room) ctl_->space.notify_all();  // a publisher may wait for exactly this
       return PubSubStatus::ok;

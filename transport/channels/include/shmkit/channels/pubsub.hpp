@@ -50,6 +50,10 @@ struct SubscriberOptions {
   BackPressure policy = BackPressure::drop_oldest;
   std::uint32_t queue_depth = 0;  // 0: the topic's queue_depth; <= 64
   bool history = true;            // start with the topic's last K samples
+  /// Samples one take() moves from the queue into this handle at once (handed out by the next
+  /// takes without the lock): fewer lock round trips, but the prefetched ones count as held (and
+  /// are no longer dropped by drop_oldest). 1..32.
+  std::uint32_t prefetch = 1;
 };
 
 namespace pubsub_detail {
@@ -167,6 +171,9 @@ class BytesSubscriber {
   int slot_ = -1;
   std::vector<std::uint64_t> released_;  // capacity max_held: never grows on the hot path
   SpinPolicy spin_;                      // take()'s spin before it sleeps (spin_policy.hpp)
+  std::uint32_t prefetch_ = 1;
+  std::uint64_t prefetched_[pubsub_detail::kMaxHeld] = {};  // taken, not handed out: [pf_next_, pf_end_)
+  std::size_t pf_next_ = 0, pf_end_ = 0;
 };
 
 /// A loaned T (constructed in place). Publishing moves it out; destroying it unpublished runs ~T

@@ -146,10 +146,12 @@ class Topic {
   std::uint64_t loan(int pub, std::size_t bytes, PubSubStatus* st) noexcept;
   void discard(int pub, std::uint64_t sample) noexcept;
   PubSubStatus publish(int pub, std::uint64_t sample, sys::Deadline deadline) noexcept;
-  /// Moves the oldest queued sample to the held list (releasing `releases` first, in the same
-  /// critical section). wait: sleeps until a sample arrives or the deadline passes.
-  PubSubStatus take(int sub, std::uint64_t* sample, const std::uint64_t* releases, std::size_t n_releases,
-                    bool wait, sys::Deadline deadline, SpinPolicy* spin = nullptr) noexcept;
+  /// Moves the oldest queued samples (up to max_samples, and free held slots) to the held list,
+  /// releasing `releases` first, in the same critical section. wait: sleeps until a sample arrives
+  /// or the deadline passes.
+  PubSubStatus take(int sub, std::uint64_t* samples, std::size_t max_samples, std::size_t* n_samples,
+                    const std::uint64_t* releases, std::size_t n_releases, bool wait, sys::Deadline deadline,
+                    SpinPolicy* spin = nullptr) noexcept;
   PubSubStatus release(int sub, const std::uint64_t* samples, std::size_t n) noexcept;
   /// Names the WaitSet entry (1 + index, 0 = none) a publish to this subscriber also notifies.
   PubSubStatus set_waitset(int sub, std::uint64_t entry_plus_one) noexcept;
