@@ -16,6 +16,7 @@
 
 #include "inspect.hpp"
 #include "report.hpp"
+#include "topic_report.hpp"
 #include "shmkit/shm/segment.hpp"
 #include "shmkit/sys/error.hpp"
 
@@ -33,7 +34,8 @@ const char* kUsage =
     "                         create a segment /dev/shm/NAME (sizes take K, M, G, T suffixes)\n"
     "                         (NAME with or without its leading '/': seg and /seg are one segment)\n"
     "  ls [--json]            list shmkit segments under /dev/shm\n"
-    "  info NAME [--json]     show one segment: geometry, base, attached processes, heap\n"
+    "  info NAME [--json]     show one segment: geometry, base, attached processes, heap,\n"
+    "                         pubsub topics (publishers, subscribers, queue depths)\n"
     "  verify NAME            check the segment's heap; exit 3 on any finding\n"
     "  rm NAME...             remove segments\n"
     "  rm --stale             remove every stale segment (no live process maps it, and all its\n"
@@ -48,7 +50,8 @@ const std::map<std::string, std::string> kHelp = {
      "(default 16G) at ADDR (default: derived from NAME). Prints the base address.\n"},
     {"ls", "usage: shmkit ls [--json]\nLists the shmkit segments under /dev/shm.\n"},
     {"info", "usage: shmkit info NAME [--json]\nShows one segment. JSON fields: name, base (hex), size,\n"
-             "capacity, at_home, version, state, creator, attached[], stale, heap.\n"},
+             "capacity, at_home, version, state, creator, attached[], stale, heap, topics[] (pubsub:\n"
+             "publishers, subscribers with policy, depth and queued/held samples).\n"},
     {"verify", "usage: shmkit verify NAME\nWalks the segment's heap; prints each finding; exit 3 if any.\n"},
     {"rm", "usage: shmkit rm NAME... | shmkit rm --stale\nRemoves segments (attached processes keep their mappings).\n"
            "--stale never removes a segment a live process maps (forked children included): see\n"
@@ -156,8 +159,13 @@ int cmd_info(const Args& a) {
   Segment seg = Segment::open(name, inspect_options());
   SegmentSummary s = summarise(seg, in_use);
   HeapReport heap = heap_report(seg);
-  if (a.has("--json")) std::printf("%s\n", info_json(s, heap).c_str());
-  else std::printf("%s", info_text(s, heap).c_str());
+  if (a.has("--json")) {
+    std::string j = info_json(s, heap);
+    j.insert(j.rfind('}'), ",\"topics\":" + topics_json(seg));  // pubsub topics (topic_report.hpp)
+    std::printf("%s\n", j.c_str());
+  } else {
+    std::printf("%s%s", info_text(s, heap).c_str(), topics_text(seg).c_str());
+  }
   return 0;
 }
 
@@ -186,6 +194,8 @@ int cmd_rm(const Args& a) {
         // A segment still in use: give back what its dead processes owned in its heap.
         try {
           Segment seg = Segment::open(l.name, inspect_options());
+          if (std::size_t n = reclaim_topics(seg))
+            std::printf("reclaimed %zu pubsub publisher/subscriber slot(s) of dead processes in %s\n", n, l.name.c_str());
           if (std::size_t n = reclaim_dead(seg)) std::printf("reclaimed %zu from dead processes in %s\n", n, l.name.c_str());
         } catch (const shmkit::Error& e) {
           std::fprintf(stderr, "shmkit: %s: %s\n", l.name.c_str(), e.what());

@@ -1340,6 +1340,18 @@ void* Heap::allocate(std::size_t n, std::size_t align) noexcept {
 void* Heap::allocate_owned(std::size_t n, std::size_t align) noexcept {
   return Engine(*this).allocate(n, align, true);
 }
+HeapStatus Heap::disown(void* p) noexcept {
+  Engine e(*this);
+  u64 ch = 0, w = 0;
+  if (HeapStatus st = e.check_block(p, ch, w); st != HeapStatus::ok) return st;
+  const int me = e.my_owner_idx();
+  if (word_state(w) != st_owned || me < 0 || word_owner(w) != static_cast<u64>(me)) return HeapStatus::corrupt;
+  // acq_rel: the owned-block CAS protocol (see deallocate); this process is alive, so no
+  // reclaim_dead competes for the block, but a buggy double disown/free loses here.
+  if (!e.word(ch).compare_exchange_strong(w, make_word(ch, word_size(w), st_used), std::memory_order_acq_rel))
+    return HeapStatus::corrupt;
+  return HeapStatus::ok;
+}
 HeapStatus Heap::deallocate(void* p) noexcept {
   const TlsEntry& e0 = t_cache[0];
   // As integers: p may lie below base (off wraps to a huge value and fails the range test).

@@ -127,6 +127,11 @@ class Heap {
   /// has died.
   void* allocate_owned(std::size_t n, std::size_t align = 16) noexcept;
   [[nodiscard]] HeapStatus deallocate(void* p) noexcept;
+  /// An owned block of this process becomes an ordinary block: reclaim_dead() no longer frees it
+  /// when this process dies (the hand-over of a block allocated with allocate_owned to a shared
+  /// structure, as named objects and published pubsub samples do). ok when it did; corrupt when the
+  /// block is not owned by this process; foreign_pointer / double_free as for deallocate.
+  [[nodiscard]] HeapStatus disown(void* p) noexcept;
   /// realloc semantics: nullptr p allocates; on failure returns nullptr and p stays valid. A p that
   /// is not a live block returns nullptr and counts an error.
   void* reallocate(void* p, std::size_t n) noexcept;
