@@ -245,6 +245,7 @@ struct Heap::Engine {
       c.classes[k].log.op.store(op_none, std::memory_order_relaxed);
     });
   }
+  bool lock_directory() noexcept { return lock(c.dir_lock, [&] { h.repair_directory(); }); }
   // Arena lock held: never waits (a waiting class lock under the arena lock could deadlock).
   bool try_lock_class(int k) noexcept {
     Lock& l = c.classes[k].lock;
@@ -1400,6 +1401,52 @@ void* Heap::reallocate(void* p, std::size_t n) noexcept {
   return q;
 }
 
+// ---- the directory lock ----
+namespace {
+// The directory locks this thread holds, innermost last (process-private: never read from the
+// segment). A constructor run by find_or_construct may use another heap's directory, hence a stack.
+constexpr int kMaxDirDepth = 8;
+thread_local const HeapControl* t_dir_held[kMaxDirDepth];
+thread_local int t_dir_depth = 0;
+
+// Holds a heap's directory lock for a scope (repaired when its previous owner died). A scope
+// nested in one of this thread that holds the same lock takes nothing: the lock is held and was
+// repaired already, and Lock is not recursive. That nesting is real: a failed allocation inside
+// find_or_construct (or a thread there that finds every cache slot taken) runs reclaim_dead,
+// which needs the directory lock (issue 14 item 11).
+class DirectoryLock {
+ public:
+  explicit DirectoryLock(Heap::Engine& e) noexcept : c_(e.c) {
+    for (int i = 0; i < t_dir_depth; ++i)
+      if (t_dir_held[i] == &c_) {
+        held_ = true;
+        return;
+      }
+    if (t_dir_depth == kMaxDirDepth || !e.lock_directory()) return;
+    held_ = taken_ = true;
+    t_dir_held[t_dir_depth++] = &c_;
+  }
+  ~DirectoryLock() {
+    if (!taken_) return;
+    --t_dir_depth;  // scopes end in reverse order of their start
+    Heap::Engine::unlock(c_.dir_lock);
+  }
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+  bool held() const noexcept { return held_; }
+  void require() const {
+    if (!held_)
+      throw Error(Errc::not_recoverable, t_dir_depth == kMaxDirDepth
+                                             ? "named object directory: named objects nested more than 8 deep"
+                                             : "named object directory: its lock is not recoverable");
+  }
+
+ private:
+  HeapControl& c_;
+  bool held_ = false, taken_ = false;
+};
+}  // namespace
+
 std::size_t Heap::reclaim_dead() noexcept {
   Engine e(*this);
   std::size_t n = 0;
@@ -1416,11 +1463,9 @@ std::size_t Heap::reclaim_dead() noexcept {
     u64 o = ctl_->owners[i].owner.load(std::memory_order_acquire);
     if (o == 0 || packed_alive(o)) continue;
     // The dir lock first: its repair may still free or keep a constructing object of that owner.
-    if (!e.lock(ctl_->dir_lock, [&] { repair_directory(); })) continue;
-    if (!e.lock_arena()) {
-      Engine::unlock(ctl_->dir_lock);
-      continue;
-    }
+    DirectoryLock dir(e);
+    if (!dir.held()) continue;
+    if (!e.lock_arena()) continue;
     std::unordered_set<u64> pendings;  // settled by reclaim_slot, not here
     for (auto& s : ctl_->caches) {
       u64 pp = s.pending.load(std::memory_order_acquire);
@@ -1454,7 +1499,6 @@ std::size_t Heap::reclaim_dead() noexcept {
       ++n;
     }
     Engine::unlock(ctl_->arena_lock);
-    Engine::unlock(ctl_->dir_lock);
     // acq_rel: frees the entry only if nobody re-claimed it meanwhile.
     ctl_->owners[i].owner.compare_exchange_strong(o, 0, std::memory_order_acq_rel);
   }
@@ -1532,12 +1576,8 @@ void* Heap::named_get(std::string_view name, std::size_t size, std::size_t align
     throw Error(Errc::invalid_argument, "named object: a name must have 1.." + std::to_string(kMaxName) +
                                             " characters, got " + std::to_string(name.size()));
   Engine e(*this);
-  if (!e.lock(ctl_->dir_lock, [&] { repair_directory(); }))
-    throw Error(Errc::not_recoverable, "named object directory: its lock is not recoverable");
-  struct Unlock {
-    Lock& l;
-    ~Unlock() { l.unlock(); }
-  } unlock_dir{ctl_->dir_lock};
+  DirectoryLock dir(e);
+  dir.require();
   u64 cap = 0;
   bool bad = false;
   DirEntry* t = dir_entries(e, cap, bad);
@@ -1619,12 +1659,8 @@ void* Heap::pointer_at_checked(std::uint64_t off, std::size_t len) const noexcep
 
 bool Heap::named_destroy(std::string_view name, std::size_t size, std::uint64_t type, DestroyFn destroy_fn) {
   Engine e(*this);
-  if (!e.lock(ctl_->dir_lock, [&] { repair_directory(); }))
-    throw Error(Errc::not_recoverable, "named object directory: its lock is not recoverable");
-  struct Unlock {
-    Lock& l;
-    ~Unlock() { l.unlock(); }
-  } unlock_dir{ctl_->dir_lock};
+  DirectoryLock dir(e);
+  dir.require();
   u64 cap = 0;
   bool bad = false;
   DirEntry* t = dir_entries(e, cap, bad);
@@ -1650,8 +1686,8 @@ bool Heap::named_destroy(std::string_view name, std::size_t size, std::uint64_t 
 
 std::vector<std::string> Heap::names() {
   Engine e(*this);
-  if (!e.lock(ctl_->dir_lock, [&] { repair_directory(); }))
-    throw Error(Errc::not_recoverable, "named object directory: its lock is not recoverable");
+  DirectoryLock dir(e);
+  dir.require();
   std::vector<std::string> out;
   u64 cap = 0;
   bool bad = false;
@@ -1659,7 +1695,6 @@ std::vector<std::string> Heap::names() {
   for (u64 i = 0; t != nullptr && i < cap; ++i)
     if (t[i].state.load(std::memory_order_acquire) == dir_ready)
       out.emplace_back(t[i].name, std::min<std::size_t>(t[i].name_len, kMaxName));
-  ctl_->dir_lock.unlock();
   if (bad) throw_bad_directory(*this);
   return out;
 }
@@ -1876,7 +1911,7 @@ std::vector<VerifyFinding> Heap::verify(VerifyMode mode) {
   std::vector<VerifyFinding> f;
   walk_heap(*this, e, &f, nullptr, mode == VerifyMode::live);
   // directory
-  if (e.lock(ctl_->dir_lock, [&] { repair_directory(); })) {
+  if (DirectoryLock dir(e); dir.held()) {
     u64 cap = 0;
     bool bad = false;
     DirEntry* t = dir_entries(e, cap, bad);
@@ -1894,7 +1929,6 @@ std::vector<VerifyFinding> Heap::verify(VerifyMode mode) {
       if (obj < ctl_->arena_begin + kHeaderSize || obj >= lim || !owns(base_ + obj))
         f.push_back({obj, "named object '" + nm + "' is not a live block"});
     }
-    ctl_->dir_lock.unlock();
   } else {
     f.push_back({0, "named-object directory lock is not recoverable"});
   }
