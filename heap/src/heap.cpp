@@ -150,10 +150,19 @@ struct Heap::Engine {
   static constexpr int kBatchLenShift = 44;
   static constexpr u64 kBatchNextMask = (u64{1} << kBatchLenShift) - 1;
   static constexpr u64 kMaxBatch = u64{1} << 19;
+  u64 arena_begin() const noexcept { return h.arena_begin_; }
   u64 off_of(const void* p) const noexcept {
     return static_cast<u64>(static_cast<const std::byte*>(p) - base);
   }
-  u64 seg_size() const noexcept { return h.seg_->size(); }
+  // The bytes the segment backs now, remembered as the bound the hot paths check top against
+  // (Heap::known_size_; the size only grows, so the largest one seen is still backed).
+  u64 seg_size() const noexcept {
+    const u64 size = h.seg_->size();
+    // relaxed: a bound private to this process; stored only when it grows, so the hot paths'
+    // line stays shared.
+    if (size > h.known_size_.load(std::memory_order_relaxed)) h.known_size_.store(size, std::memory_order_relaxed);
+    return size;
+  }
 
   // ---- undo log ----
   template <int N>
@@ -267,11 +276,22 @@ struct Heap::Engine {
   //
   // The end of the memory the heap may touch: top, and never past the bytes the segment backs
   // (top is itself a word of the segment).
+  // The arena's lower end is h.arena_begin_, read once at attach (INVARIANT8): the control block's
+  // own arena_begin is a word of the segment that another process may have overwritten since.
   u64 limit() const noexcept { return std::min<u64>(c.top.load(std::memory_order_acquire), seg_size()); }
+  // top, when it is a chunk boundary of the arena this process knows (arena_begin_ <= top <= the
+  // segment's size, 16-aligned); else 0, counted as an error: a damaged top is never carved at
+  // (it could name the segment header or the control block). verify() reports it.
+  u64 checked_top() const noexcept {
+    const u64 top = c.top.load(std::memory_order_relaxed);
+    if (top % 16 == 0 && top >= h.arena_begin_ && top <= seg_size()) [[likely]] return top;
+    c.errors.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+    return 0;
+  }
   // [off, off + kMinChunk) lies in the arena below lim: a chunk's header and both links of a free
   // chunk can be read and written there. Written so that no sum can wrap.
   bool readable(u64 off, u64 lim) const noexcept {
-    return off % 16 == 0 && off >= c.arena_begin && off <= lim && lim - off >= kMinChunk;
+    return off % 16 == 0 && off >= h.arena_begin_ && off <= lim && lim - off >= kMinChunk;
   }
   bool readable(u64 off) const noexcept { return readable(off, limit()); }
   // A chunk offset whose header can be read and whose word is plausible for this offset.
@@ -485,7 +505,7 @@ struct Heap::Engine {
     for (int k = 0; k < kClasses; ++k)  // (a damaged count only makes the flush likelier)
       parked += std::min<u64>(c.classes[k].count.load(std::memory_order_relaxed), u64{1} << 32) * class_size(k);
     const u64 top = c.top.load(std::memory_order_relaxed);
-    if (top < c.arena_begin || parked <= (top - c.arena_begin) / kFlushFraction) return;
+    if (top < h.arena_begin_ || parked <= (top - h.arena_begin_) / kFlushFraction) return;
     if (CacheSlot* s = my_slot_if_any()) {
       for (int k = 0; k < kClasses; ++k) bin_to_arena(s->bins[k], class_size(k), ~u64{0});
     }
@@ -556,8 +576,8 @@ struct Heap::Engine {
       }
       return ch;
     }
-    u64 t = c.top.load(std::memory_order_relaxed);
-    if (!ensure_room(t + s)) return 0;
+    u64 t = checked_top();
+    if (t == 0 || !ensure_room(t + s)) return 0;
     tx.set(prev_free(t), 0);  // INVARIANT3: the chunk before top is never arena-free
     tx.set(word(t), make_word(t, s, state, owner));
     tx.set(c.top, t + s);
@@ -570,7 +590,7 @@ struct Heap::Engine {
     u64 s = word_size(word(ch).load(std::memory_order_relaxed));
     u64 start = ch, total = s;
     u64 pf = prev_free(ch).load(std::memory_order_relaxed);
-    if (pf != 0 && pf % 16 == 0 && pf >= kMinChunk && pf <= ch - c.arena_begin) {
+    if (pf != 0 && pf % 16 == 0 && pf >= kMinChunk && pf <= ch - h.arena_begin_) {
       u64 p = ch - pf;
       u64 pw = word(p).load(std::memory_order_relaxed);
       if (word_check_ok(p, pw) && word_state(pw) == st_free && word_size(pw) == pf) {
@@ -728,8 +748,8 @@ struct Heap::Engine {
       }
     }
     if (ch == 0) {
-      u64 t = c.top.load(std::memory_order_relaxed);
-      m = want;
+      u64 t = checked_top();
+      m = t == 0 ? 0 : want;
       while (m > 0 && !ensure_room(t + m * cs)) m /= 2;
       if (m == 0) {
         tx.commit();
@@ -853,8 +873,8 @@ struct Heap::Engine {
               // Hostile segments: the head (a link written into a chunk) is checked before the
               // chunk word is read through it, and the whole chunk (handed to the user) lies below top.
               // Compares only, no sum that could wrap; top was checked against the size at attach.
-              const u64 top = c.top.load(std::memory_order_relaxed);  // relaxed: a bound only
-              u64 w = ch % 16 == 0 && ch >= c.arena_begin && ch < top && top - ch >= s
+              const u64 top = limit();
+              u64 w = ch % 16 == 0 && ch >= h.arena_begin_ && ch < top && top - ch >= s
                           ? word(ch).load(std::memory_order_relaxed)
                           : 0;
               if (w != make_word(ch, s, st_cached)) [[unlikely]] {
@@ -943,10 +963,10 @@ struct Heap::Engine {
   HeapStatus check_block(const void* p, u64& ch, u64& w) const noexcept {
     if (p == nullptr) return HeapStatus::null_pointer;
     auto* b = static_cast<const std::byte*>(p);
-    u64 top = c.top.load(std::memory_order_acquire);
+    const u64 top = limit();
     // Above top only a tombstone can be found (a freed chunk that was merged into the space above
     // top); below the segment size the word can be read.
-    if (b < base + c.arena_begin + kHeaderSize) return HeapStatus::foreign_pointer;
+    if (b < base + h.arena_begin_ + kHeaderSize) return HeapStatus::foreign_pointer;
     if (b >= base + top) [[unlikely]] {
       u64 limit = std::min<u64>(seg_size(), c.high_water.load(std::memory_order_relaxed));
       if (b >= base + limit) return HeapStatus::foreign_pointer;
@@ -1172,7 +1192,9 @@ ThreadReaper::~ThreadReaper() {
 }  // namespace
 
 // ---- Heap ----
-Heap::Heap(Segment& seg, HeapControl* ctl) : seg_(&seg), ctl_(ctl), base_(seg.base()) {}
+// ctl was validated by attach: its arena_begin is this process's copy from now on (INVARIANT8).
+Heap::Heap(Segment& seg, HeapControl* ctl)
+    : seg_(&seg), ctl_(ctl), base_(seg.base()), arena_begin_(ctl->arena_begin), known_size_(seg.size()) {}
 Heap::~Heap() = default;
 
 Heap& Heap::attach(Segment& seg) {
@@ -1224,7 +1246,10 @@ Heap& Heap::attach(Segment& seg) {
   }
   u64 off = root.load(std::memory_order_acquire);
   // A misaligned root is refused before the block is read through it.
-  auto* ctl = off % 64 != 0 ? nullptr : static_cast<HeapControl*>(seg.pointer_at(off, sizeof(HeapControl)));
+  // A control block inside the segment header (the attach table, the admin lock) is refused too.
+  auto* ctl = off % 64 != 0 || off < SegmentHeader::kDataOffset
+                  ? nullptr
+                  : static_cast<HeapControl*>(seg.pointer_at(off, sizeof(HeapControl)));
   // Every control-block field the engine uses as an offset is checked here once (issue 10);
   // the engine's bounds checks compare against arena_begin and top.
   const u64 top = ctl == nullptr ? 0 : ctl->top.load(std::memory_order_acquire);
@@ -1314,10 +1339,13 @@ void* Heap::allocate(std::size_t n, std::size_t align) noexcept {
     CacheSlot* slot = e0.slot;
     CacheBin& bin = slot->bins[class_of_size(s)];
     const u64 ch = bin.head.load(std::memory_order_relaxed);
-    const u64 top = ctl_->top.load(std::memory_order_relaxed);  // relaxed: a bound only
+    // relaxed: bounds only. top is a word of the segment: it is trusted only up to the size this
+    // process has seen backed (known_size_; a larger top takes the full path, which checks it).
+    const u64 top = ctl_->top.load(std::memory_order_relaxed);
+    const u64 known = known_size_.load(std::memory_order_relaxed);
     // The checks of Engine::allocate: the head lies in the arena, the whole chunk below top, and
     // its word says cached, of this class, at this offset. Compares only, no sum that could wrap.
-    if (ch % 16 == 0 && ch >= ctl_->arena_begin && ch < top && top - ch >= s) [[likely]] {
+    if (ch % 16 == 0 && ch >= arena_begin_ && ch < top && top - ch >= s && top <= known) [[likely]] {
       auto& word = *reinterpret_cast<std::atomic<u64>*>(base_ + ch + 8);  // cast-align: ch % 16 == 0
       if (word.load(std::memory_order_relaxed) == make_word(ch, s, st_cached)) [[likely]] {
         // The pop (see reclaim_slot for how a death between any two stores is undone): relaxed
@@ -1346,7 +1374,9 @@ HeapStatus Heap::deallocate(void* p) noexcept {
   // As integers: p may lie below base (off wraps to a huge value and fails the range test).
   const u64 off = reinterpret_cast<std::uintptr_t>(p) - reinterpret_cast<std::uintptr_t>(base_);
   const u64 top = ctl_->top.load(std::memory_order_acquire);
-  if (off % 16 == 0 && off >= ctl_->arena_begin + kHeaderSize && off < top && e0.ctl == ctl_ &&
+  // relaxed: a bound private to this process (see allocate).
+  const u64 known = known_size_.load(std::memory_order_relaxed);
+  if (off % 16 == 0 && off >= arena_begin_ + kHeaderSize && off < top && top <= known && e0.ctl == ctl_ &&
       e0.gen == g_generation.load(std::memory_order_relaxed)) [[likely]] {
     const u64 ch = off - kHeaderSize;
     auto& word = *reinterpret_cast<std::atomic<u64>*>(base_ + ch + 8);  // cast-align: ch % 16 == 0
@@ -1473,7 +1503,7 @@ std::size_t Heap::reclaim_dead() noexcept {
     }
     std::vector<u64> victims;
     const u64 top = e.limit();
-    for (u64 ch = ctl_->arena_begin; e.readable(ch, top);) {
+    for (u64 ch = arena_begin_; e.readable(ch, top);) {
       u64 w = e.word(ch).load(std::memory_order_acquire);
       u64 sz = word_size(w);
       if (!word_check_ok(ch, w) || sz < kMinChunk || sz > top - ch) break;  // verify() reports it
@@ -1652,8 +1682,8 @@ void* Heap::named_get(std::string_view name, std::size_t size, std::size_t align
 }
 
 void* Heap::pointer_at_checked(std::uint64_t off, std::size_t len) const noexcept {
-  u64 top = ctl_->top.load(std::memory_order_acquire);
-  if (off < ctl_->arena_begin || off > top || len > top - off) return nullptr;
+  const u64 top = Engine(const_cast<Heap&>(*this)).limit();
+  if (off < arena_begin_ || off > top || len > top - off) return nullptr;
   return base_ + off;
 }
 
@@ -1722,9 +1752,16 @@ static void walk_heap(Heap& heap, Heap::Engine& e, std::vector<VerifyFinding>* f
   bool arena_ok = e.lock_arena();
   if (!arena_ok) wk.add(0, "arena lock is not recoverable");
 
-  const u64 begin = c.arena_begin, top = c.top.load(std::memory_order_relaxed);
-  const u64 seg_size = heap.segment().size();
-  if (top < begin || top > seg_size) wk.add(0, "arena top " + std::to_string(top) + " outside [arena begin, segment size]");
+  const u64 begin = e.arena_begin(), top = c.top.load(std::memory_order_relaxed);
+  const u64 seg_size = e.seg_size();
+  // The control block's identity and bounds, against what this process read at attach (INVARIANT8).
+  if (c.magic != kHeapMagic || c.version != kHeapVersion || c.control_size != sizeof(HeapControl))
+    wk.add(e.off_of(&c), "heap control block overwritten: magic, version or size changed since attach");
+  if (c.arena_begin != begin)
+    wk.add(e.off_of(&c), "heap control block overwritten: arena begin " + std::to_string(c.arena_begin) +
+                             " but it was " + std::to_string(begin) + " at attach");
+  if (top < begin || top > seg_size || top % 16 != 0)
+    wk.add(0, "arena top " + std::to_string(top) + " outside [arena begin, segment size] or misaligned");
   if (c.arena_log.count.load(std::memory_order_relaxed) != 0) wk.add(0, "arena undo log not empty under the lock");
   std::unordered_map<u64, u64> free_chunks, cached_chunks;  // offset -> size
   HeapStats s;
@@ -1926,7 +1963,7 @@ std::vector<VerifyFinding> Heap::verify(VerifyMode mode) {
       // The name field may be unterminated: never read past it.
       const std::string nm(t[i].name, strnlen(t[i].name, sizeof t[i].name));
       const u64 obj = t[i].object;
-      if (obj < ctl_->arena_begin + kHeaderSize || obj >= lim || !owns(base_ + obj))
+      if (obj < arena_begin_ + kHeaderSize || obj >= lim || !owns(base_ + obj))
         f.push_back({obj, "named object '" + nm + "' is not a live block"});
     }
   } else {

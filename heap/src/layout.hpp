@@ -26,6 +26,13 @@
 // INVARIANT7  a word with state free and size 0 (a tombstone) is never a chunk header: it marks
 //             where a freed chunk began before it was merged, so a second free is still a double
 //             free.
+// INVARIANT8  the control block's place (the heap root) and arena_begin are fixed when the heap is
+//             created. Each process reads them once, at attach, and validates them there; from
+//             then on it bounds every offset it follows or hands out by its own copy of
+//             arena_begin (Heap::arena_begin_) and by the largest segment size it has seen backed
+//             — never by the block's words, which another process may overwrite (issue 14 item 6).
+//             So no allocation lies in the segment header or the control block, whatever is
+//             written there.
 // INVARIANT6  an undo log's entries [0, count) hold the old values of words written since the
 //             operation began; count == 0 outside an operation (after commit).
 #pragma once

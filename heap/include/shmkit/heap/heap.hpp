@@ -47,6 +47,7 @@
 ///   { std::lock_guard g(*lock); (*orders)[42] = Order{...}; }
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <new>
@@ -187,6 +188,11 @@ class Heap {
   HeapControl* ctl_;
   std::byte* base_;
   ProcState* proc_ = nullptr;
+  // What this process knows about the arena, never re-read from the segment (INVARIANT8 in
+  // heap/src/layout.hpp): its first chunk, validated at attach, and the largest size of the segment
+  // seen backed, which bounds the top that the hot paths trust.
+  std::uint64_t arena_begin_;
+  std::atomic<std::uint64_t> known_size_;
   friend struct Engine;
 };
 
