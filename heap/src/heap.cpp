@@ -14,6 +14,7 @@
 #include "shmkit/heap/heap.hpp"
 #include "shmkit/heap/allocator.hpp"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -134,7 +135,20 @@ struct Heap::Engine {
   HeapControl& c;
   std::byte* base;
 
-  explicit Engine(Heap& heap) noexcept : h(heap), c(*heap.ctl_), base(heap.base_) {}
+  const u64 key;  // this process's copy of the check key (Heap::key_)
+
+  explicit Engine(Heap& heap) noexcept : h(heap), c(*heap.ctl_), base(heap.base_), key(heap.key_) {}
+
+  // Chunk words under this heap's check key (layout.hpp).
+  u64 make_word(u64 off, u64 size, u64 state, u64 owner = 0) const noexcept {
+    return heapimpl::make_word(key, off, size, state, owner);
+  }
+  bool word_check_ok(u64 off, u64 w) const noexcept { return heapimpl::word_check_ok(key, off, w); }
+  u64 not_free_tag(u64 off) const noexcept { return heapimpl::not_free_tag(key, off); }
+  // INVARIANT2's tag for a chunk at off whose predecessor has `free_before` bytes arena-free (0: none).
+  u64 boundary_tag(u64 off, u64 free_before) const noexcept {
+    return free_before != 0 ? free_before : not_free_tag(off);
+  }
 
   std::atomic<u64>& W(u64 off) const noexcept {
     return *reinterpret_cast<std::atomic<u64>*>(base + off);  // cast-align: off % 8 == 0 by construction
@@ -566,19 +580,19 @@ struct Heap::Engine {
       if (cs - s >= kMinChunk) {
         u64 r = ch + s;
         tx.set(word(ch), make_word(ch, s, state, owner));
-        tx.set(prev_free(r), 0);
+        tx.set(prev_free(r), not_free_tag(r));
         tx.set(word(r), make_word(r, cs - s, st_free));
         bin_insert(tx, r, cs - s);
         tx.set(prev_free(ch + cs), cs - s);
       } else {
         tx.set(word(ch), make_word(ch, cs, state, owner));
-        tx.set(prev_free(ch + cs), 0);
+        tx.set(prev_free(ch + cs), not_free_tag(ch + cs));
       }
       return ch;
     }
     u64 t = checked_top();
     if (t == 0 || !ensure_room(t + s)) return 0;
-    tx.set(prev_free(t), 0);  // INVARIANT3: the chunk before top is never arena-free
+    tx.set(prev_free(t), not_free_tag(t));  // INVARIANT3: the chunk before top is never arena-free
     tx.set(word(t), make_word(t, s, state, owner));
     tx.set(c.top, t + s);
     return t;
@@ -589,11 +603,9 @@ struct Heap::Engine {
   void arena_free(TxT& tx, u64 ch) noexcept {
     u64 s = word_size(word(ch).load(std::memory_order_relaxed));
     u64 start = ch, total = s;
-    u64 pf = prev_free(ch).load(std::memory_order_relaxed);
-    if (pf != 0 && pf % 16 == 0 && pf >= kMinChunk && pf <= ch - h.arena_begin_) {
-      u64 p = ch - pf;
-      u64 pw = word(p).load(std::memory_order_relaxed);
-      if (word_check_ok(p, pw) && word_state(pw) == st_free && word_size(pw) == pf) {
+    const u64 pf = prev_free(ch).load(std::memory_order_relaxed);
+    if (const u64 p = free_chunk_before(ch, pf); p != 0) {
+      {
         bin_remove(tx, p, pf);
         tx.set(word(ch), tombstone(ch));  // no live-looking header inside a free chunk
         start = p;
@@ -621,10 +633,19 @@ struct Heap::Engine {
     bin_insert(tx, start, total);
   }
 
+  // Arena lock held: the arena-free chunk that ends at ch according to ch's boundary tag pf
+  // (INVARIANT2), or 0 when pf is 0 or does not describe one (a damaged or forged tag).
+  u64 free_chunk_before(u64 ch, u64 pf) const noexcept {
+    if (pf == 0 || pf % 16 != 0 || pf < kMinChunk || pf > ch - h.arena_begin_) return 0;
+    const u64 p = ch - pf;
+    const u64 pw = word(p).load(std::memory_order_relaxed);
+    return word_check_ok(p, pw) && word_state(pw) == st_free && word_size(pw) == pf ? p : 0;
+  }
+
   // The header left where a freed chunk began when it was merged into a neighbour or into the
   // space above top: size 0 (never a valid chunk), state free, this offset's check bits — so a
   // second free of the same pointer is still recognised as a double free.
-  static u64 tombstone(u64 off) noexcept { return make_word(off, 0, st_free); }
+  u64 tombstone(u64 off) const noexcept { return make_word(off, 0, st_free); }
 
   // ---- owner index for owned allocations ----
   int my_owner_idx() noexcept {
@@ -740,11 +761,11 @@ struct Heap::Engine {
         carve(tx, ch, m, cs, bin);
         if (rem != 0) {
           u64 r = ch + m * cs;
-          tx.set(prev_free(r), 0);
+          tx.set(prev_free(r), not_free_tag(r));
           tx.set(word(r), make_word(r, rem, st_free));
           bin_insert(tx, r, rem);
         }
-        tx.set(prev_free(ch + fs), rem);
+        tx.set(prev_free(ch + fs), boundary_tag(ch + fs, rem));
       }
     }
     if (ch == 0) {
@@ -768,7 +789,7 @@ struct Heap::Engine {
   void carve(TxT& tx, u64 start, u64 m, u64 cs, CacheBin& bin) noexcept {
     for (u64 i = 0; i < m; ++i) {
       u64 o = start + i * cs;
-      tx.set(prev_free(o), 0);
+      tx.set(prev_free(o), not_free_tag(o));
       tx.set(word(o), make_word(o, cs, st_cached));
       tx.set(next(o), i + 1 < m ? o + cs : 0);
     }
@@ -942,7 +963,7 @@ struct Heap::Engine {
     if (nc != ch) {
       u64 lead = nc - ch;
       tx.set(word(ch), make_word(ch, lead, st_used));
-      tx.set(prev_free(nc), 0);
+      tx.set(prev_free(nc), not_free_tag(nc));
       tx.set(word(nc), make_word(nc, total - lead, st_used));
       arena_free(tx, ch);  // sets prev_free(nc) when the lead chunk stays free
       total -= lead;
@@ -950,7 +971,7 @@ struct Heap::Engine {
     if (total - s >= kMinChunk) {
       u64 t = nc + s;
       tx.set(word(nc), make_word(nc, s, st_used));
-      tx.set(prev_free(t), 0);
+      tx.set(prev_free(t), not_free_tag(t));
       tx.set(word(t), make_word(t, total - s, st_used));
       arena_free(tx, t);
       total = s;
@@ -978,8 +999,13 @@ struct Heap::Engine {
     u64 st = word_state(w);
     if (st == st_free || st == st_cached) return HeapStatus::double_free;
     u64 s = word_size(w);
-    if (s < kMinChunk || ch + s > top) return HeapStatus::foreign_pointer;
+    if (s < kMinChunk || s > top - ch) return HeapStatus::foreign_pointer;
     if (st != st_used && st != st_owned) return HeapStatus::foreign_pointer;
+    // INVARIANT2: this offset's keyed tag, or a plausible size (it is followed only under the
+    // arena lock, where it is stable: see deallocate).
+    const u64 pf = prev_free(ch).load(std::memory_order_relaxed);
+    if (pf != not_free_tag(ch) && (pf % 16 != 0 || pf < kMinChunk || pf > ch - h.arena_begin_))
+      return HeapStatus::foreign_pointer;
     return HeapStatus::ok;
   }
 
@@ -991,7 +1017,9 @@ struct Heap::Engine {
       return st;
     }
     u64 s = word_size(w);
-    if (s <= kSmallMax) {
+    // A chunk after an arena-free one goes back to the arena (where its tag is checked and the
+    // two merge); only one whose tag says "not after a free chunk" is cached.
+    if (s <= kSmallMax && prev_free(ch).load(std::memory_order_relaxed) == not_free_tag(ch)) {
       CacheSlot* slot = my_slot();
       if (slot != nullptr) [[likely]] {
         int k = class_of_size(s);
@@ -1028,6 +1056,14 @@ struct Heap::Engine {
       unlock(c.arena_lock);
       c.errors.fetch_add(1, std::memory_order_relaxed);
       return HeapStatus::double_free;
+    }
+    // INVARIANT2, exact under the lock: a tag that is not ch's keyed one names the arena-free
+    // chunk before ch.
+    const u64 pf = prev_free(ch).load(std::memory_order_relaxed);
+    if (pf != not_free_tag(ch) && free_chunk_before(ch, pf) == 0) {
+      unlock(c.arena_lock);
+      c.errors.fetch_add(1, std::memory_order_relaxed);
+      return HeapStatus::foreign_pointer;
     }
     Tx<kArenaLogEntries> tx(*this, c.arena_log, op_free, ch);
     arena_free(tx, ch);
@@ -1194,7 +1230,27 @@ ThreadReaper::~ThreadReaper() {
 // ---- Heap ----
 // ctl was validated by attach: its arena_begin is this process's copy from now on (INVARIANT8).
 Heap::Heap(Segment& seg, HeapControl* ctl)
-    : seg_(&seg), ctl_(ctl), base_(seg.base()), arena_begin_(ctl->arena_begin), known_size_(seg.size()) {}
+    : seg_(&seg),
+      ctl_(ctl),
+      base_(seg.base()),
+      key_(ctl->check_key),
+      arena_begin_(ctl->arena_begin),
+      known_size_(seg.size()) {}
+
+namespace {
+// The heap's check key (layout.hpp, check_bits): 8 bytes from the kernel's random source.
+u64 random_check_key(const std::string& segment) {
+  const int fd = sys::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  sys::check(fd, "Heap::attach: segment " + segment + ": open /dev/urandom for the heap's check key");
+  u64 key = 0;
+  const ssize_t n = sys::read(fd, &key, sizeof key);
+  (void)sys::close(fd);  // read-only: nothing to lose
+  sys::check(n, "Heap::attach: segment " + segment + ": read /dev/urandom");
+  if (n != static_cast<ssize_t>(sizeof key))
+    throw Error(Errc::system, "Heap::attach: segment " + segment + ": short read from /dev/urandom");
+  return key;
+}
+}  // namespace
 Heap::~Heap() = default;
 
 Heap& Heap::attach(Segment& seg) {
@@ -1223,6 +1279,7 @@ Heap& Heap::attach(Segment& seg) {
   const u64 arena_begin = round_up(ctl_off + sizeof(HeapControl), 4096);
   // acquire: pairs with the release store that published the control block.
   if (root.load(std::memory_order_acquire) == 0) {
+    const u64 key = random_check_key(seg.name());
     if (seg.size() < arena_begin + 65536) seg.grow(arena_begin + 65536);
     LockResult r = seg.admin_lock().acquire();
     if (r == LockResult::not_recoverable)
@@ -1238,6 +1295,7 @@ Heap& Heap::attach(Segment& seg) {
       ctl->version = kHeapVersion;
       ctl->control_size = static_cast<u32>(sizeof(HeapControl));
       ctl->arena_begin = arena_begin;
+      ctl->check_key = key;
       ctl->top.store(arena_begin, std::memory_order_relaxed);
       ctl->high_water.store(arena_begin, std::memory_order_relaxed);
       root.store(ctl_off, std::memory_order_release);  // publishes the initialised block
@@ -1347,7 +1405,7 @@ void* Heap::allocate(std::size_t n, std::size_t align) noexcept {
     // its word says cached, of this class, at this offset. Compares only, no sum that could wrap.
     if (ch % 16 == 0 && ch >= arena_begin_ && ch < top && top - ch >= s && top <= known) [[likely]] {
       auto& word = *reinterpret_cast<std::atomic<u64>*>(base_ + ch + 8);  // cast-align: ch % 16 == 0
-      if (word.load(std::memory_order_relaxed) == make_word(ch, s, st_cached)) [[likely]] {
+      if (word.load(std::memory_order_relaxed) == make_word(key_, ch, s, st_cached)) [[likely]] {
         // The pop (see reclaim_slot for how a death between any two stores is undone): relaxed
         // for pending; the release store of head orders it first.
         slot->pending.store(ch, std::memory_order_relaxed);
@@ -1358,7 +1416,7 @@ void* Heap::allocate(std::size_t n, std::size_t align) noexcept {
         __builtin_prefetch(base_ + nx + 16, 1);
         bin.head.store(nx, std::memory_order_release);
         bin.count.store(bin.count.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
-        word.store(make_word(ch, s, st_used), std::memory_order_release);
+        word.store(make_word(key_, ch, s, st_used), std::memory_order_release);
         slot->pending.store(0, std::memory_order_release);
         return base_ + ch + kHeaderSize;
       }
@@ -1381,18 +1439,22 @@ HeapStatus Heap::deallocate(void* p) noexcept {
     const u64 ch = off - kHeaderSize;
     auto& word = *reinterpret_cast<std::atomic<u64>*>(base_ + ch + 8);  // cast-align: ch % 16 == 0
     const u64 w = word.load(std::memory_order_acquire);
+    // relaxed: the boundary tag shares the header's line; one that is not this offset's keyed
+    // tag (a chunk after an arena-free one, or no chunk) takes the full path.
+    const u64 tag = reinterpret_cast<std::atomic<u64>*>(base_ + ch)->load(std::memory_order_relaxed);
     const u64 s = word_size(w);
     // check_block's tests, for a small chunk in state used (owned chunks take the full path, for
-    // its CAS against reclaim_dead): the check bits of this offset, the state, the size in range
-    // and the chunk below top.
-    if ((w & ~kSizeMask) == (check_bits(ch) | st_used) && s >= kMinChunk && s <= kSmallMax && s <= top - ch) [[likely]] {
+    // its CAS against reclaim_dead) after a chunk that is not arena-free: the check bits and the
+    // tag of this offset, the state, the size in range and the chunk below top.
+    if ((w & ~kSizeMask) == (check_bits(key_, ch) | st_used) && tag == not_free_tag(key_, ch) && s >= kMinChunk &&
+        s <= kSmallMax && s <= top - ch) [[likely]] {
       CacheSlot* slot = e0.slot;
       const int k = class_of_size(s);
       CacheBin& bin = slot->bins[k];
       // The push of Engine::deallocate: pending first (relaxed; the release below orders it),
       // then the state, the link and the head. reclaim_slot: head == pending <=> the push completed.
       slot->pending.store(ch, std::memory_order_relaxed);
-      word.store(make_word(ch, s, st_cached), std::memory_order_release);
+      word.store(make_word(key_, ch, s, st_cached), std::memory_order_release);
       reinterpret_cast<std::atomic<u64>*>(base_ + ch + 16)->store(bin.head.load(std::memory_order_relaxed),
                                                                   std::memory_order_relaxed);
       bin.head.store(ch, std::memory_order_release);
@@ -1506,7 +1568,7 @@ std::size_t Heap::reclaim_dead() noexcept {
     for (u64 ch = arena_begin_; e.readable(ch, top);) {
       u64 w = e.word(ch).load(std::memory_order_acquire);
       u64 sz = word_size(w);
-      if (!word_check_ok(ch, w) || sz < kMinChunk || sz > top - ch) break;  // verify() reports it
+      if (!e.word_check_ok(ch, w) || sz < kMinChunk || sz > top - ch) break;  // verify() reports it
       if (word_state(w) == st_owned && word_owner(w) == static_cast<u64>(i) && !pendings.count(ch))
         victims.push_back(ch);
       ch += sz;
@@ -1519,7 +1581,7 @@ std::size_t Heap::reclaim_dead() noexcept {
         continue;
       }
       // acq_rel: races with a live process freeing the same block (deallocate's CAS).
-      if (!e.word(ch).compare_exchange_strong(w, make_word(ch, word_size(w), st_used), std::memory_order_acq_rel)) {
+      if (!e.word(ch).compare_exchange_strong(w, e.make_word(ch, word_size(w), st_used), std::memory_order_acq_rel)) {
         tx.commit();
         continue;
       }
@@ -1645,7 +1707,7 @@ void* Heap::named_get(std::string_view name, std::size_t size, std::size_t align
     {
       Engine::Tx<kDirLogEntries> tx(e, ctl_->dir_log);
       u64 w = e.word(nch).load(std::memory_order_relaxed);
-      tx.set(e.word(nch), make_word(nch, word_size(w), st_used));
+      tx.set(e.word(nch), e.make_word(nch, word_size(w), st_used));
       tx.set(ctl_->dir_table, nt_off);
       tx.set(ctl_->dir_capacity, ncap);
       tx.commit();
@@ -1675,7 +1737,7 @@ void* Heap::named_get(std::string_view name, std::size_t size, std::size_t align
   // Disown, then publish (a death in between: the repairer frees the shared, unpublished object).
   u64 w = e.word(och).load(std::memory_order_relaxed);
   // acq_rel: the owned-block CAS protocol (see deallocate).
-  if (!e.word(och).compare_exchange_strong(w, make_word(och, word_size(w), st_used), std::memory_order_acq_rel))
+  if (!e.word(och).compare_exchange_strong(w, e.make_word(och, word_size(w), st_used), std::memory_order_acq_rel))
     throw Error(Errc::corrupt, "named object '" + std::string(name) + "': its block changed state while constructing");
   empty->state.store(dir_ready, std::memory_order_release);
   return obj;
@@ -1776,12 +1838,12 @@ static void walk_heap(Heap& heap, Heap::Engine& e, std::vector<VerifyFinding>* f
   while (ch < top && ch + kHeaderSize <= seg_size) {
     u64 w = e.word(ch).load(std::memory_order_acquire);
     u64 sz = word_size(w);
-    if (!word_check_ok(ch, w) || sz < kMinChunk || ch + sz > top) {
+    if (!e.word_check_ok(ch, w) || sz < kMinChunk || ch + sz > top) {
       wk.add(ch, "chunk header invalid (word " + std::to_string(w) + "): walk stops here");
       break;
     }
     u64 pf = e.prev_free(ch).load(std::memory_order_relaxed);
-    u64 expect = prev_free ? prev_size : 0;
+    u64 expect = e.boundary_tag(ch, prev_free ? prev_size : 0);
     if (pf != expect)
       wk.add(ch, "boundary tag " + std::to_string(pf) + " should be " + std::to_string(expect));
     u64 state = word_state(w);

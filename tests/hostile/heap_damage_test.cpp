@@ -145,17 +145,17 @@ std::vector<Damage> damages() {
        [](Segment& s, const Landmarks& l) { poke<u64>(s, l.free_chunk + 24, kWild); }},
       {"free_chunk_size_huge", true,
        [](Segment& s, const Landmarks& l) {
-         poke<u64>(s, l.free_chunk + 8, heapimpl::make_word(l.free_chunk, u64{1} << 40, heapimpl::st_free));
+         poke<u64>(s, l.free_chunk + 8, heapimpl::make_word(s.at<ControlBlock>(l.ctl)->check_key, l.free_chunk, u64{1} << 40, heapimpl::st_free));
        }},
       {"free_chunk_size_zero", true,
        [](Segment& s, const Landmarks& l) {
-         poke<u64>(s, l.free_chunk + 8, heapimpl::make_word(l.free_chunk, 0, heapimpl::st_free));
+         poke<u64>(s, l.free_chunk + 8, heapimpl::make_word(s.at<ControlBlock>(l.ctl)->check_key, l.free_chunk, 0, heapimpl::st_free));
        }},
       // ---- chunks ----
       {"first_chunk_word_zero", true, [](Segment& s, const Landmarks& l) { poke<u64>(s, l.first_chunk + 8, 0); }},
       {"used_chunk_size_huge", true,
        [](Segment& s, const Landmarks& l) {
-         poke<u64>(s, l.used_chunk + 8, heapimpl::make_word(l.used_chunk, u64{1} << 36, heapimpl::st_used));
+         poke<u64>(s, l.used_chunk + 8, heapimpl::make_word(s.at<ControlBlock>(l.ctl)->check_key, l.used_chunk, u64{1} << 36, heapimpl::st_used));
        }},
       {"used_chunk_prev_free_wild", true,
        [](Segment& s, const Landmarks& l) { poke<u64>(s, l.used_chunk, kWild); }},

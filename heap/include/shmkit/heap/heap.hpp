@@ -191,6 +191,7 @@ class Heap {
   // What this process knows about the arena, never re-read from the segment (INVARIANT8 in
   // heap/src/layout.hpp): its first chunk, validated at attach, and the largest size of the segment
   // seen backed, which bounds the top that the hot paths trust.
+  std::uint64_t key_;  // the chunk check key (layout.hpp, check_bits), read once at attach
   std::uint64_t arena_begin_;
   std::atomic<std::uint64_t> known_size_;
   friend struct Engine;
