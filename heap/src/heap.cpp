@@ -165,13 +165,15 @@ struct Heap::Engine {
   static constexpr u64 kBatchNextMask = (u64{1} << kBatchLenShift) - 1;
   static constexpr u64 kMaxBatch = u64{1} << 19;
   u64 arena_begin() const noexcept { return h.arena_begin_; }
+  u64 capacity() const noexcept { return h.capacity_; }
+  static void forget(std::atomic<Heap*>& slot) noexcept;
   u64 off_of(const void* p) const noexcept {
     return static_cast<u64>(static_cast<const std::byte*>(p) - base);
   }
   // The bytes the segment backs now, remembered as the bound the hot paths check top against
   // (Heap::known_size_; the size only grows, so the largest one seen is still backed).
   u64 seg_size() const noexcept {
-    const u64 size = h.seg_->size();
+    const u64 size = Segment::mapped_size(base, h.capacity_);
     // relaxed: a bound private to this process; stored only when it grows, so the hot paths'
     // line stays shared.
     if (size > h.known_size_.load(std::memory_order_relaxed)) h.known_size_.store(size, std::memory_order_relaxed);
@@ -562,11 +564,11 @@ struct Heap::Engine {
   bool ensure_room(u64 end) noexcept {
     u64 size = seg_size();
     if (end <= size) return true;
-    u64 cap = h.seg_->capacity();
+    const u64 cap = h.capacity_;
     u64 want = std::max<u64>(end, size + std::max<u64>(size / 8, u64{1} << 20));
     want = std::min<u64>(round_up(want, sys::page_size()), cap);
-    if (want >= end && h.seg_->try_grow(want) == 0) return true;
-    return h.seg_->try_grow(end) == 0;
+    if (want >= end && Segment::try_grow_mapping(base, cap, h.fd_, want) == 0) return true;
+    return Segment::try_grow_mapping(base, cap, h.fd_, end) == 0;
   }
 
   // Allocates an arena chunk of exactly s bytes (or, when the rest is too small to split, a bit
@@ -1229,10 +1231,13 @@ ThreadReaper::~ThreadReaper() {
 
 // ---- Heap ----
 // ctl was validated by attach: its arena_begin is this process's copy from now on (INVARIANT8).
+// The Heap keeps what it needs of the mapping, never the Segment object (which may be moved).
 Heap::Heap(Segment& seg, HeapControl* ctl)
-    : seg_(&seg),
-      ctl_(ctl),
+    : ctl_(ctl),
       base_(seg.base()),
+      capacity_(seg.capacity()),
+      fd_(static_cast<int>(sys::check(sys::dup_cloexec(seg.fd()), "Heap::attach: segment " + seg.name() + ": dup its descriptor"))),
+      name_(seg.name()),
       key_(ctl->check_key),
       arena_begin_(ctl->arena_begin),
       known_size_(seg.size()) {}
@@ -1251,7 +1256,35 @@ u64 random_check_key(const std::string& segment) {
   return key;
 }
 }  // namespace
-Heap::~Heap() = default;
+Heap::~Heap() { (void)sys::close(fd_); }  // our own descriptor: nothing to flush
+
+// Registry mutex held. Gives this process's caches of the heap in `slot` back, stales every
+// thread's cache entry and deletes the Heap (no thread may be using it: detach's contract, and a
+// mapping being unmapped).
+void Heap::Engine::forget(std::atomic<Heap*>& slot) noexcept {
+  Heap* hh = slot.load(std::memory_order_relaxed);
+  Engine eng(*hh);
+  {
+    std::lock_guard lk(hh->proc_->mu);
+    for (CacheSlot* s : hh->proc_->slots) eng.release_slot(s);
+    hh->proc_->slots.clear();
+    hh->proc_->owner_idx = -1;
+  }
+  g_generation.fetch_add(1, std::memory_order_relaxed);  // stale every thread's cache entry
+  slot.store(nullptr, std::memory_order_release);
+  proc_states().erase(hh->ctl_);
+  delete hh;
+}
+
+namespace {
+// The close hook of a mapping with a Heap: the last Segment object of the mapping in this process
+// is closing (the memory is still mapped).
+void heap_mapping_closed(std::byte* /*map*/, void* heap) {
+  std::lock_guard lk(g_registry_mutex);
+  for (auto& hp : g_heaps)
+    if (hp.load(std::memory_order_relaxed) == heap) Heap::Engine::forget(hp);
+}
+}  // namespace
 
 Heap& Heap::attach(Segment& seg) {
   static std::once_flag once;
@@ -1261,17 +1294,9 @@ Heap& Heap::attach(Segment& seg) {
     std::lock_guard lk(g_registry_mutex);
     for (auto& hp : g_heaps) {
       Heap* hh = hp.load(std::memory_order_relaxed);
-      if (hh == nullptr || hh->base_ != seg.base()) continue;
-      if (hh->seg_ == &seg) return *hh;
-      // A Heap of another Segment object at this address: that segment was closed (or moved)
-      // without Heap::detach. Forget it without touching its memory, and stale every thread's
-      // cache entry; the object is leaked on purpose (a thread may still hold a reference).
-      hp.store(nullptr, std::memory_order_release);
-      proc_states().erase(hh->ctl_);
-      g_generation.fetch_add(1, std::memory_order_relaxed);
-      // Kept reachable (not a leak to LeakSanitizer): at most one Heap object per such reopen.
-      static auto* retired = new std::vector<Heap*>();
-      retired->push_back(hh);
+      // The mapping's Heap, through whichever Segment object (a Heap is forgotten when its
+      // mapping closes, so one at this address is this mapping's).
+      if (hh != nullptr && hh->base_ == seg.base()) return *hh;
     }
   }
   auto& root = seg.header().root(RootSlot::heap);
@@ -1325,7 +1350,9 @@ Heap& Heap::attach(Segment& seg) {
   }
   for (auto& hp : g_heaps) {
     if (hp.load(std::memory_order_relaxed) == nullptr) {
-      auto* heap = new Heap(seg, ctl);
+      auto heap_owner = std::make_unique<Heap>(seg, ctl);
+      seg.add_close_hook(&heap_mapping_closed, heap_owner.get());
+      Heap* heap = heap_owner.release();
       auto& ps = proc_states()[ctl];
       if (!ps) ps = std::make_unique<ProcState>();
       heap->proc_ = ps.get();
@@ -1340,7 +1367,7 @@ Heap* Heap::find_attached(const void* p) noexcept {
   auto* b = static_cast<const std::byte*>(p);
   for (auto& hp : g_heaps) {
     Heap* hh = hp.load(std::memory_order_acquire);
-    if (hh != nullptr && b >= hh->base_ && b < hh->base_ + hh->seg_->capacity()) return hh;
+    if (hh != nullptr && b >= hh->base_ && b < hh->base_ + hh->capacity_) return hh;
   }
   return nullptr;
 }
@@ -1350,17 +1377,8 @@ void Heap::detach(Segment& seg) noexcept {
   for (auto& hp : g_heaps) {
     Heap* hh = hp.load(std::memory_order_relaxed);
     if (hh == nullptr || hh->base_ != seg.base()) continue;
-    Engine eng(*hh);
-    {
-      std::lock_guard lk2(hh->proc_->mu);
-      for (CacheSlot* s : hh->proc_->slots) eng.release_slot(s);
-      hh->proc_->slots.clear();
-      hh->proc_->owner_idx = -1;
-    }
-    g_generation.fetch_add(1, std::memory_order_relaxed);  // stale every thread's cache entry
-    hp.store(nullptr, std::memory_order_release);
-    proc_states().erase(hh->ctl_);
-    delete hh;
+    seg.remove_close_hook(hh);
+    Engine::forget(hp);
   }
 }
 
@@ -1628,7 +1646,7 @@ DirEntry* dir_entries(Heap::Engine& e, u64& cap, bool& bad) noexcept {
 }
 [[noreturn]] void throw_bad_directory(const Heap& h) {
   const HeapControl& c = *h.control();
-  throw Error(Errc::corrupt, "named-object directory of segment " + h.segment().name() +
+  throw Error(Errc::corrupt, "named-object directory of segment " + h.segment_name() +
                                  " is damaged (table offset " +
                                  std::to_string(c.dir_table.load(std::memory_order_relaxed)) + ", capacity " +
                                  std::to_string(c.dir_capacity.load(std::memory_order_relaxed)) +
@@ -1831,7 +1849,7 @@ static void walk_heap(Heap& heap, Heap::Engine& e, std::vector<VerifyFinding>* f
   s.arena_end = top;
   s.high_water = c.high_water.load(std::memory_order_relaxed);
   s.segment_size = seg_size;
-  s.segment_capacity = heap.segment().capacity();
+  s.segment_capacity = e.capacity();
   bool prev_free = false;
   u64 prev_size = 0;
   u64 ch = begin;

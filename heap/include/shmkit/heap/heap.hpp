@@ -32,11 +32,13 @@
 ///  * Owned allocations (opt-in, allocate_owned): freed by reclaim_dead() once their process died.
 ///
 /// Lifetime: Heap::attach(seg) returns this process's Heap for the mapping (creating the heap in
-/// the segment on first use). The Heap uses the Segment object to grow it: call attach(seg) again
-/// after moving the Segment object. Heap::detach(seg) before closing the segment gives this
-/// process's caches back (a thread's cache also goes back when the thread exits, and a dead
-/// process's caches are reclaimed by reclaim_dead(), which every process runs when it needs a
-/// cache slot or memory). A segment closed without detach is recognised by the next attach.
+/// the segment on first use). The Heap belongs to the mapping, not to the Segment object: it keeps
+/// the mapping's base, capacity and its own descriptor of the file (to grow it), so the Segment
+/// object may be moved (attach through the moved-to object returns the same Heap). When the last
+/// Segment object of the mapping in this process closes, the Heap gives this process's caches back
+/// and is forgotten (a close hook); Heap::detach(seg) does the same earlier. A thread's cache also
+/// goes back when the thread exits, and a dead process's caches are reclaimed by reclaim_dead(),
+/// which every process runs when it needs a cache slot or memory.
 ///
 /// Usage (the README's):
 ///   auto seg = shmkit::Segment::open_or_create("/orders", 256 << 20);
@@ -157,7 +159,8 @@ class Heap {
   std::vector<VerifyFinding> verify(VerifyMode mode = VerifyMode::quiescent);
   HeapStats stats();
 
-  Segment& segment() const noexcept { return *seg_; }
+  /// The segment's name ("" for an anonymous or adopted one), for messages.
+  const std::string& segment_name() const noexcept { return name_; }
   HeapControl* control() const noexcept { return ctl_; }
   std::byte* base() const noexcept { return base_; }
 
@@ -184,9 +187,11 @@ class Heap {
   void repair_directory() noexcept;
   void* pointer_at_checked(std::uint64_t off, std::size_t len) const noexcept;
 
-  Segment* seg_;
   HeapControl* ctl_;
   std::byte* base_;
+  std::size_t capacity_;  // the mapping's reservation
+  int fd_;                // this Heap's own descriptor of the segment's file (grows it)
+  std::string name_;
   ProcState* proc_ = nullptr;
   // What this process knows about the arena, never re-read from the segment (INVARIANT8 in
   // heap/src/layout.hpp): its first chunk, validated at attach, and the largest size of the segment
