@@ -199,6 +199,49 @@ struct ControlBlock {
 };
 
 static_assert(std::is_standard_layout_v<ControlBlock>);
+// The layout in shared memory, pinned: every process that maps a heap must agree on it, so a
+// change to any offset or size below without a new kHeapVersion must not compile. Change
+// kHeapVersion and these lines together (the values are what GCC 12 / x86-64 gives).
+static_assert(kHeapVersion == 2, "a new heap version: update the layout assertions below with it");
+static_assert(offsetof(ControlBlock, magic) == 0);
+static_assert(offsetof(ControlBlock, version) == 8);
+static_assert(offsetof(ControlBlock, control_size) == 12);
+static_assert(offsetof(ControlBlock, arena_begin) == 16);
+static_assert(offsetof(ControlBlock, top) == 24);
+static_assert(offsetof(ControlBlock, high_water) == 32);
+static_assert(offsetof(ControlBlock, errors) == 64);
+static_assert(offsetof(ControlBlock, check_key) == 72);
+static_assert(offsetof(ControlBlock, arena_lock) == 128);
+static_assert(offsetof(ControlBlock, bitmap) == 168);
+static_assert(offsetof(ControlBlock, bin_head) == 232);
+static_assert(offsetof(ControlBlock, arena_log) == 4328);
+static_assert(offsetof(ControlBlock, classes) == 12544);
+static_assert(offsetof(ControlBlock, dir_lock) == 28928);
+static_assert(offsetof(ControlBlock, dir_table) == 28968);
+static_assert(offsetof(ControlBlock, dir_capacity) == 28976);
+static_assert(offsetof(ControlBlock, dir_old_table) == 28984);
+static_assert(offsetof(ControlBlock, dir_log) == 28992);
+static_assert(offsetof(ControlBlock, owners) == 29312);
+static_assert(offsetof(ControlBlock, caches) == 31360);
+static_assert(offsetof(ClassCentral, lock) == 0);
+static_assert(offsetof(ClassCentral, head) == 40);
+static_assert(offsetof(ClassCentral, count) == 48);
+static_assert(offsetof(ClassCentral, log) == 56);
+static_assert(offsetof(CacheSlot, owner) == 0);
+static_assert(offsetof(CacheSlot, pending) == 8);
+static_assert(offsetof(CacheSlot, pid) == 16);
+static_assert(offsetof(CacheSlot, bins) == 64);
+static_assert(offsetof(DirEntry, state) == 0);
+static_assert(offsetof(DirEntry, object) == 8);
+static_assert(offsetof(DirEntry, size) == 16);
+static_assert(offsetof(DirEntry, type) == 24);
+static_assert(offsetof(DirEntry, owner_idx) == 32);
+static_assert(offsetof(DirEntry, name_len) == 40);
+static_assert(offsetof(DirEntry, name) == 44);
+static_assert(sizeof(ControlBlock) == 83584);
+static_assert(sizeof(ClassCentral) == 256);
+static_assert(sizeof(CacheSlot) == 1088);
+static_assert(sizeof(UndoLog<kArenaLogEntries>) == 8208);
 static_assert(std::is_standard_layout_v<CacheSlot>);
 static_assert(sizeof(CacheSlot) % 64 == 0);
 static_assert(std::atomic<u64>::is_always_lock_free);

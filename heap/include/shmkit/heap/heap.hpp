@@ -64,6 +64,10 @@ namespace shmkit {
 
 class Segment;
 struct HeapControl;  // the shared control block (heap/src/layout.hpp)
+namespace heapimpl {
+struct Engine;     // the heap's implementation (heap/src)
+struct ProcState;  // this process's state about one attached heap (heap/src)
+}  // namespace heapimpl
 
 /// Result of deallocate(): a double free or a pointer that did not come from this heap is an error
 /// the caller learns about, never silently accepted.
@@ -171,13 +175,10 @@ class Heap {
   }
   static std::uint64_t hash_type(const char* name, std::size_t size, std::size_t align) noexcept;
 
-  /// Private engine (heap.cpp); public only so the allocators and the engine's helpers reach it.
-  struct Engine;
-  struct ProcState;
-  explicit Heap(Segment& seg, HeapControl* ctl);
   ~Heap();
 
  private:
+  explicit Heap(Segment& seg, HeapControl* ctl);
   using ConstructFn = void (*)(void* where, void* ctx);
   using DestroyFn = void (*)(void* obj);
   void* named_get(std::string_view name, std::size_t size, std::size_t align, std::uint64_t type,
@@ -192,14 +193,14 @@ class Heap {
   std::size_t capacity_;  // the mapping's reservation
   int fd_;                // this Heap's own descriptor of the segment's file (grows it)
   std::string name_;
-  ProcState* proc_ = nullptr;
+  heapimpl::ProcState* proc_ = nullptr;
   // What this process knows about the arena, never re-read from the segment (INVARIANT8 in
   // heap/src/layout.hpp): its first chunk, validated at attach, and the largest size of the segment
   // seen backed, which bounds the top that the hot paths trust.
   std::uint64_t key_;  // the chunk check key (layout.hpp, check_bits), read once at attach
   std::uint64_t arena_begin_;
   std::atomic<std::uint64_t> known_size_;
-  friend struct Engine;
+  friend struct heapimpl::Engine;
 };
 
 template <class T, class... Args>
