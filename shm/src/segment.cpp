@@ -634,13 +634,15 @@ void Segment::close() noexcept {
   }
 }
 
-std::size_t Segment::size() const noexcept {
+std::size_t Segment::size() const noexcept { return mapped_size(map_, capacity_); }
+
+std::size_t Segment::mapped_size(const std::byte* map, std::size_t capacity) noexcept {
   // Acquire: pairs with the release store in try_grow, after the file was extended (INVARIANT6).
   // Clamped to the mapping: a header damaged after open must not make pointer_at() hand out
   // addresses past what this process mapped.
-  if (map_ == nullptr) return 0;
-  std::uint64_t s = header().size.load(std::memory_order_acquire);
-  return s <= capacity_ ? s : capacity_;
+  if (map == nullptr) return 0;
+  std::uint64_t s = reinterpret_cast<const SegmentHeader*>(map)->size.load(std::memory_order_acquire);
+  return s <= capacity ? s : capacity;
 }
 
 void Segment::add_close_hook(CloseHook fn, void* ctx) const {
@@ -651,11 +653,17 @@ void Segment::remove_close_hook(void* ctx) const noexcept { detail::registry_rem
 Lock& Segment::admin_lock() const noexcept { return header().admin_lock; }
 
 int Segment::try_grow(std::size_t new_size) noexcept {
-  if (map_ == nullptr) return -EBADF;
+  int rc = try_grow_mapping(map_, capacity_, fd_, new_size);
+  if (rc == 0) log().debug("{}: grown to at least {} bytes", Raw::label(name_), new_size);
+  return rc;
+}
+
+int Segment::try_grow_mapping(std::byte* map, std::size_t capacity, int fd, std::size_t new_size) noexcept {
+  if (map == nullptr) return -EBADF;
   new_size = round_up(new_size, sys::page_size());
-  if (new_size <= size()) return 0;
-  if (new_size > capacity_) return -ENOMEM;
-  SegmentHeader& h = header();
+  if (new_size <= mapped_size(map, capacity)) return 0;
+  if (new_size > capacity) return -ENOMEM;
+  SegmentHeader& h = *reinterpret_cast<SegmentHeader*>(map);
   int rc = 0;
   {
     // A holder that died here leaves file size >= size (INVARIANT6): the guard's repair suffices.
@@ -663,11 +671,10 @@ int Segment::try_grow(std::size_t new_size) noexcept {
     if (!g.held()) return -ENOTRECOVERABLE;
     std::uint64_t cur = h.size.load(std::memory_order_relaxed);  // relaxed: admin lock held
     if (new_size > cur) {
-      rc = sys::fallocate(fd_, static_cast<off_t>(cur), static_cast<off_t>(new_size - cur));
+      rc = sys::fallocate(fd, static_cast<off_t>(cur), static_cast<off_t>(new_size - cur));
       if (rc == 0) h.size.store(new_size, std::memory_order_release);  // pairs with size()'s acquire
     }
   }
-  if (rc == 0) log().debug("{}: grew to {} bytes", Raw::label(name_), new_size);
   return rc;
 }
 

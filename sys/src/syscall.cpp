@@ -42,6 +42,10 @@ int memfd_create(const char* name, unsigned flags) noexcept {
   return fd >= 0 ? fd : -errno;
 }
 int close(int fd) noexcept { return ::close(fd) == 0 ? 0 : -errno; }
+int dup_cloexec(int fd) noexcept {
+  int r = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  return r >= 0 ? r : -errno;
+}
 int ftruncate(int fd, off_t len) noexcept { return retry([&] { return ::ftruncate(fd, len); }); }
 int fallocate(int fd, off_t offset, off_t len) noexcept {
   // posix_fallocate returns the error number instead of setting errno.

@@ -159,6 +159,11 @@ class Segment {
   void grow(std::size_t new_size);
   /// Hot-path form: 0, -ENOMEM past capacity, -ENOSPC when /dev/shm is full.
   [[nodiscard]] int try_grow(std::size_t new_size) noexcept;
+  /// size() and try_grow() for a module that keeps a mapping rather than a Segment object (which
+  /// may be moved): `map` and `capacity` are a mapping's base() and capacity(), `fd` any
+  /// descriptor of its file (for example a dup of fd()). The heap grows its segment this way.
+  static std::size_t mapped_size(const std::byte* map, std::size_t capacity) noexcept;
+  [[nodiscard]] static int try_grow_mapping(std::byte* map, std::size_t capacity, int fd, std::size_t new_size) noexcept;
 
   /// -- relative/absolute translation --
   bool contains(const void* p, std::size_t len = 1) const noexcept {

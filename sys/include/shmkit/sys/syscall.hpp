@@ -29,7 +29,8 @@ namespace shmkit::sys {
 [[nodiscard]] int shm_open(const char* name, int flags, mode_t mode) noexcept;  // fd or -errno
 [[nodiscard]] int shm_unlink(const char* name) noexcept;
 [[nodiscard]] int memfd_create(const char* name, unsigned flags) noexcept;
-[[nodiscard]] int close(int fd) noexcept;  // never retried on EINTR (the fd is gone either way)
+[[nodiscard]] int close(int fd) noexcept;
+[[nodiscard]] int dup_cloexec(int fd) noexcept;  // a new descriptor of fd's open file (FD_CLOEXEC), or -errno  // never retried on EINTR (the fd is gone either way)
 [[nodiscard]] int ftruncate(int fd, off_t len) noexcept;
 /// Allocates backing store for [offset, offset+len) so later page faults cannot fail for lack of
 /// space (a tmpfs page fault past the limit raises SIGBUS; this returns -ENOSPC instead).
