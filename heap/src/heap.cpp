@@ -3,6 +3,8 @@
 // The engine: engine.hpp; the cache protocol: cache_protocol.hpp; the directory, reclaim and
 // verify: directory.cpp, reclaim.cpp, verify.cpp.
 #include "shmkit/heap/heap.hpp"
+
+#include "shmkit/shm/admin_guard.hpp"
 #include "shmkit/heap/allocator.hpp"
 
 #include <fcntl.h>
@@ -296,12 +298,10 @@ Heap& Heap::attach(Segment& seg) {
   if (root.load(std::memory_order_acquire) == 0) {
     const u64 key = random_check_key(seg.name());
     if (seg.size() < arena_begin + 65536) seg.grow(arena_begin + 65536);
-    LockResult r = seg.admin_lock().acquire();
-    if (r == LockResult::not_recoverable)
-      throw Error(Errc::not_recoverable, "Heap::attach: the segment's admin lock is not recoverable");
-    // owner_died: the admin lock's other users repair their own state (segment.cpp); a heap
+    // The one admin-lock guard repairs what a dead holder left (the attach table); a heap
     // initialisation that died before publishing the root is simply redone below.
-    if (r == LockResult::owner_died) seg.admin_lock().mark_consistent();
+    AdminGuard admin(seg);
+    admin.require("Heap::attach");
     if (root.load(std::memory_order_acquire) == 0) {
       auto* raw = seg.base() + ctl_off;
       std::memset(static_cast<void*>(raw), 0, sizeof(HeapControl));
@@ -315,7 +315,6 @@ Heap& Heap::attach(Segment& seg) {
       ctl->high_water.store(arena_begin, std::memory_order_relaxed);
       root.store(ctl_off, std::memory_order_release);  // publishes the initialised block
     }
-    seg.admin_lock().unlock();
   }
   u64 off = root.load(std::memory_order_acquire);
   // A misaligned root is refused before the block is read through it.

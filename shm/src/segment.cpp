@@ -650,8 +650,6 @@ void Segment::add_close_hook(CloseHook fn, void* ctx) const {
 }
 void Segment::remove_close_hook(void* ctx) const noexcept { detail::registry_remove_hook(map_, ctx); }
 
-Lock& Segment::admin_lock() const noexcept { return header().admin_lock; }
-
 int Segment::try_grow(std::size_t new_size) noexcept {
   int rc = try_grow_mapping(map_, capacity_, fd_, new_size);
   if (rc == 0) log().debug("{}: grown to at least {} bytes", Raw::label(name_), new_size);

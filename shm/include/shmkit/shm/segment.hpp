@@ -142,9 +142,6 @@ class Segment {
   int fd() const noexcept { return fd_; }
   const std::string& name() const noexcept { return name_; }     // "" for anonymous/adopted
   SegmentHeader& header() const noexcept { return *reinterpret_cast<SegmentHeader*>(map_); }
-  /// The lock that serialises growth and the attach table; also available to modules for rare
-  /// administrative work (first-time initialisation of a root structure).
-  Lock& admin_lock() const noexcept;
 
   /// Process-local hooks, run when this process's last Segment object for this mapping closes,
   /// before the unmap: a module that keeps per-process state about the mapping (the heap's thread
