@@ -412,21 +412,91 @@ LockResult RLock::acquire_contended(locks_detail::ThreadState& ts, sys::Deadline
   return r;
 }
 
+locks_detail::ClaimSlot* Condition::claim_slot(locks_detail::ThreadState& ts) noexcept {
+  using namespace locks_detail;
+  RobustListHead* h = ts.head;
+  for (ClaimSlot& slot : slots_) {
+    // Only a free slot (0): a dead waiter's slot (OWNER_DIED) still carries a wake-up that a
+    // sleeper is about to take over (INVARIANT10); claiming it would swallow that wake-up.
+    std::uint32_t expected = 0;
+    if (slot.word.load(std::memory_order_relaxed) != expected) continue;
+    h->list_op_pending = &slot.next;  // dying between the CAS and the link must still be seen
+    list_fence();
+    // relaxed: a slot publishes no data; only its value matters, to the kernel and to futex_waitv.
+    if (slot.word.compare_exchange_strong(expected, ts.tid | kWaiters, std::memory_order_relaxed,
+                                          std::memory_order_relaxed)) {
+      chain_push(ts, &slot.next);
+      list_fence();
+      h->list_op_pending = nullptr;
+      return &slot;
+    }
+  }
+  list_fence();
+  h->list_op_pending = nullptr;
+  return nullptr;
+}
+
+void Condition::release_slot(locks_detail::ThreadState& ts, locks_detail::ClaimSlot* mine) noexcept {
+  using namespace locks_detail;
+  RobustListHead* h = ts.head;
+  h->list_op_pending = &mine->next;  // dying between the unlink and the store must still free it
+  list_fence();
+  (void)chain_remove(ts, &mine->next);
+  list_fence();
+  // relaxed: as in claim_slot. Nobody else changes a slot that names a live waiter (INVARIANT9).
+  mine->word.store(0, std::memory_order_relaxed);
+  list_fence();
+  h->list_op_pending = nullptr;
+}
+
+sys::FutexResult Condition::sleep(std::uint32_t seq, const locks_detail::ClaimSlot* mine,
+                                  sys::Deadline deadline) noexcept {
+  using namespace locks_detail;
+  sys::FutexWaitItem items[1 + kClaimSlots];
+  for (;;) {
+    unsigned n = 0;
+    items[n++] = {&seq_, seq};
+    for (ClaimSlot& slot : slots_) {
+      if (&slot == mine) continue;
+      // relaxed: the kernel compares the values again when it queues us; a stale one only makes
+      // futex_waitv fail with EAGAIN and this loop read again.
+      std::uint32_t w = slot.word.load(std::memory_order_relaxed);
+      if ((w & kTidMask) == 0 && (w & kOwnerDied) != 0) {
+        // A waiter died inside wait() (the kernel marked its slot). Whoever frees the slot takes
+        // over its wake-up (INVARIANT10): this wait returns as notified.
+        if (slot.word.compare_exchange_strong(w, 0, std::memory_order_relaxed, std::memory_order_relaxed))
+          return sys::FutexResult::woken;
+      }
+      items[n++] = {&slot.word, w};
+    }
+    const sys::FutexWaitAnyResult r = sys::futex_wait_any(items, n, deadline);
+    if (r.result == sys::FutexResult::timed_out) return r.result;
+    // Woken, EAGAIN or EINTR: a notify (seq moved), a slot that changed (a waiter came, left or
+    // died: the next round looks), or a signal. relaxed: only decides whether to sleep again; the
+    // lost-wake-up argument is in the seq_cst pair at registration (see notify_one).
+    if (seq_.load(std::memory_order_relaxed) != seq) return sys::FutexResult::woken;
+  }
+}
+
 WaitResult Condition::wait_core(locks_detail::RobustCore& core, sys::Deadline deadline,
                                 const char* what) {
   locks_detail::ThreadState& ts = locks_detail::thread_state();
   if (!core.held_by(ts)) core.throw_not_owner(what);
+  // Claimed before the lock is released and kept until it is held again: the whole stretch in
+  // which this thread's death could swallow a notify_one (INVARIANT9).
+  locks_detail::ClaimSlot* const mine = claim_slot(ts);
   // Register, then read seq, both while holding the lock (seq_cst, see notify_one for the pairing).
   waiters_.fetch_add(1, std::memory_order_seq_cst);
   const std::uint32_t seq = seq_.load(std::memory_order_seq_cst);
   const std::uint32_t saved_depth = core.depth;  // RLock: released fully, restored after
   core.release(ts);
-  const sys::FutexResult fr = sys::futex_wait(seq_, seq, deadline);
+  const sys::FutexResult fr = sleep(seq, mine, deadline);
   // relaxed: the count only decides whether notify makes a system call; a late decrement costs
   // one needless futex_wake.
   waiters_.fetch_sub(1, std::memory_order_relaxed);
   const LockResult lr =
       core.acquire_fast(ts) ? LockResult::acquired : core.acquire_slow(ts, sys::kNoDeadline, false);
+  if (mine != nullptr) release_slot(ts, mine);
   if (lr == LockResult::not_recoverable) return WaitResult::not_recoverable;
   core.depth = saved_depth;
   if (lr == LockResult::owner_died) return WaitResult::owner_died;

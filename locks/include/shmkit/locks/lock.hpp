@@ -377,6 +377,17 @@ static_assert(static_cast<long>(offsetof(RobustCore, word)) - static_cast<long>(
               kFutexOffset);
 static_assert(sizeof(RobustCore) == 40 && alignof(RobustCore) == 8);
 
+/// A Condition's claim slot (INVARIANT9): a robust-list entry of the same geometry as a lock (word
+/// at 0, entry = &next at 32), owned by one waiter for the duration of its wait().
+struct ClaimSlot {
+  std::atomic<std::uint32_t> word{0};  // 0 = free; tid | WAITERS = taken; OWNER_DIED | WAITERS = its waiter died
+  std::uint32_t unused[7] = {};
+  void* next = nullptr;                // the owner's chain link (INVARIANT7/8)
+};
+static_assert(std::is_standard_layout_v<ClaimSlot> && offsetof(ClaimSlot, next) == 32 && sizeof(ClaimSlot) == 40);
+static_assert(static_cast<long>(offsetof(ClaimSlot, word)) - static_cast<long>(offsetof(ClaimSlot, next)) ==
+              kFutexOffset);
+
 /// Deadline conversions for the std-style timed calls (saturating: a huge duration = no deadline).
 template <class Rep, class Period>
 sys::Deadline deadline_after(const std::chrono::duration<Rep, Period>& d) noexcept {
@@ -553,13 +564,32 @@ static_assert(std::is_standard_layout_v<RLock> && sizeof(RLock) == 40 && alignof
 
 /// A condition variable for Lock and RLock, in shared memory or anywhere. All-zero bytes == a fresh
 /// condition. No lost wake-up: a notify that happens after a waiter released its lock inside wait()
-/// wakes that waiter (or makes it not sleep at all).
+/// wakes that waiter (or makes it not sleep at all). No wake-up dies with a waiter: if the thread
+/// that notify_one() woke is killed before it holds the lock again, another waiter wakes instead.
 ///
 /// INVARIANT4: seq changes (increments) on every notify; a waiter sleeps only while seq still holds
 ///             the value it read while holding the lock.
 /// INVARIANT5: waiters >= the number of threads between "registered" and "left" in wait(); it can
 ///             exceed it forever when a waiter dies inside wait() (costing notify one futex_wake
 ///             system call each, nothing else).
+///
+/// WAKE-UPS OUTLIVE THEIR WAITER (claim slots). notify_one() cannot know which sleeper the kernel
+/// wakes, and the woken thread can be killed before it runs another instruction, so the record of
+/// its death must exist before it sleeps and must be acted on by the kernel. Each waiter therefore
+/// claims one of kClaimSlots robust words for the whole of wait() — from before it releases the
+/// lock until it holds the lock again — and links it into its robust chain like a held lock:
+/// INVARIANT9: slot.word == t | WAITERS (t != 0) <=> thread t is inside wait() on this condition
+///             and the slot's entry is in t's chain (or t's list_op_pending points at it); a slot
+///             is free when its owner bits are 0. At t's death (asleep, woken, or blocked
+///             re-acquiring the lock) the kernel finds the slot in t's list, sets it to
+///             OWNER_DIED | WAITERS and wakes one thread sleeping on it.
+/// INVARIANT10: every waiter sleeps (futex_waitv) on seq AND on every slot but its own, so that
+///             kernel wake-up reaches another waiter; the waiter that turns a dead slot back to
+///             free (CAS) returns from wait() as notified — the dead waiter's wake-up passed on.
+///             A waiter that finds every slot taken waits unprotected (its death can lose a
+///             wake-up, as before); kClaimSlots bounds the cost of the multi-word sleep.
+/// The death of a waiter that was NOT the one woken also wakes another waiter: a spurious wake-up,
+/// which every condition variable may give.
 ///
 /// wait(lock, deadline) is the primary API (returns WaitResult; the lock is held again on return
 /// except for not_recoverable; an RLock held recursively is fully released while waiting and comes
@@ -638,9 +668,22 @@ class Condition {
                    "shmkit::Condition::wait", locks_detail::thread_state());
   }
 
+  /// The claim slot of this thread (INVARIANT9), or null when every slot is taken.
+  locks_detail::ClaimSlot* claim_slot(locks_detail::ThreadState& ts) noexcept;
+  void release_slot(locks_detail::ThreadState& ts, locks_detail::ClaimSlot* mine) noexcept;
+  /// Sleeps until seq leaves `seq`, a dead waiter's slot is taken over (INVARIANT10), or deadline.
+  sys::FutexResult sleep(std::uint32_t seq, const locks_detail::ClaimSlot* mine, sys::Deadline deadline) noexcept;
+
+ public:
+  static constexpr unsigned kClaimSlots = 8;
+
+ private:
   std::atomic<std::uint32_t> seq_{0};      // futex word: INVARIANT4
   std::atomic<std::uint32_t> waiters_{0};  // INVARIANT5
+  locks_detail::ClaimSlot slots_[kClaimSlots];  // INVARIANT9
 };
-static_assert(std::is_standard_layout_v<Condition> && sizeof(Condition) == 8);
+static_assert(std::is_standard_layout_v<Condition> && alignof(Condition) == 8 &&
+              sizeof(Condition) == 8 + Condition::kClaimSlots * sizeof(locks_detail::ClaimSlot));
+static_assert(Condition::kClaimSlots + 1 <= sys::kFutexWaitAnyMax, "seq and every slot fit one futex_waitv");
 
 }  // namespace shmkit
