@@ -469,12 +469,14 @@ sys::FutexResult Condition::sleep(std::uint32_t seq, const locks_detail::ClaimSl
       }
       items[n++] = {&slot.word, w};
     }
+    // After the slots, so that a waiter the kernel woke for a dead slot frees that slot even when
+    // a notify came too. relaxed: only decides whether to sleep (again); the lost-wake-up argument
+    // is the seq_cst pair at registration (see notify_one), and futex_waitv compares seq itself.
+    if (seq_.load(std::memory_order_relaxed) != seq) return sys::FutexResult::woken;
     const sys::FutexWaitAnyResult r = sys::futex_wait_any(items, n, deadline);
     if (r.result == sys::FutexResult::timed_out) return r.result;
     // Woken, EAGAIN or EINTR: a notify (seq moved), a slot that changed (a waiter came, left or
-    // died: the next round looks), or a signal. relaxed: only decides whether to sleep again; the
-    // lost-wake-up argument is in the seq_cst pair at registration (see notify_one).
-    if (seq_.load(std::memory_order_relaxed) != seq) return sys::FutexResult::woken;
+    // died), or a signal: the next round looks.
   }
 }
 
