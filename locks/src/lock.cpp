@@ -9,7 +9,7 @@
 #include <string>
 
 #include "shmkit/sys/syscall.hpp"
-#include "shmkit/sys/thread_probe.hpp"
+#include "shmkit/sys/thread.hpp"
 
 namespace shmkit {
 
