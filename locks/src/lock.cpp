@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "shmkit/sys/debug_assert.hpp"
 #include "shmkit/sys/syscall.hpp"
 #include "shmkit/sys/thread.hpp"
 
@@ -103,6 +104,9 @@ ThreadState& init_thread_state() noexcept {
 
 LockResult RobustCore::acquire_slow(ThreadState& ts, sys::Deadline deadline, bool try_only) noexcept {
   RobustListHead* h = ts.head;
+  // The cached thread state is this thread's: a fork child forgets the parent's
+  // (reset_thread_state_in_child), so the tid that goes into the word is the caller's own.
+  SHMKIT_ASSERT_INTERNAL(h != nullptr && ts.tid == static_cast<std::uint32_t>(sys::gettid()));
   // Keep list_op_pending on this lock for the whole slow path, sleeping included: if this thread
   // dies after an unlock woke it but before it took the lock, the kernel sees a pending op on a
   // word with no owner and wakes the next waiter (handle_futex_death's pending_op case), so the
@@ -294,6 +298,7 @@ LockResult RLock::acquire_contended(locks_detail::ThreadState& ts, sys::Deadline
   // touch the list, so clear it here.
   const std::uint32_t w = core_.word.load(std::memory_order_relaxed);
   if ((w & locks_detail::kTidMask) == ts.tid && core_.linked_in(ts.head)) {
+    SHMKIT_ASSERT_INTERNAL(ts.head->list_op_pending == &core_.next);  // INVARIANT6: acquire_fast set it
     locks_detail::list_fence();
     ts.head->list_op_pending = nullptr;
     if (core_.depth == UINT32_MAX) {

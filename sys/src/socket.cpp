@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "retry.hpp"
+#include "shmkit/sys/debug_assert.hpp"
 
 namespace shmkit::sys {
 using detail::retry;
@@ -46,6 +47,7 @@ int send_fd(int sock, int fd) noexcept {
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg = one_byte_with_control(iov, control, sizeof control);
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  SHMKIT_ASSERT_INTERNAL(c != nullptr);  // control[] is CMSG_SPACE(sizeof(int)): room for one header
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int));
