@@ -36,7 +36,7 @@
 #include "partner_process.hpp"
 #include "shmkit/sys/proc_control.hpp"
 #include "shmkit/sys/syscall.hpp"
-#include "shmkit/transport/queue.hpp"
+#include "shmkit/channels/queue.hpp"
 
 namespace {
 

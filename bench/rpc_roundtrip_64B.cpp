@@ -27,7 +27,7 @@
 #include "partner_process.hpp"
 #include "shmkit/sys/proc_control.hpp"
 #include "shmkit/sys/syscall.hpp"
-#include "shmkit/transport/channel.hpp"
+#include "shmkit/channels/channel.hpp"
 
 namespace {
 

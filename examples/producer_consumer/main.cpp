@@ -26,12 +26,11 @@
 #include "shmkit/shm/segment.hpp"
 #include "shmkit/sys/error.hpp"
 #include "shmkit/sys/proc_control.hpp"
-#include "shmkit/transport/queue.hpp"
+#include "shmkit/channels/queue.hpp"
 
 namespace {
 
 using namespace shmkit;
-using namespace shmkit::transport;
 
 constexpr std::uint32_t kMaxMessage = 256;
 

@@ -34,7 +34,7 @@
 #include "shmkit/sys/error.hpp"
 #include "shmkit/sys/proc_control.hpp"
 #include "shmkit/sys/syscall.hpp"
-#include "shmkit/transport/pool.hpp"
+#include "shmkit/channels/pool.hpp"
 
 namespace {
 

@@ -3,8 +3,8 @@
 ///   segment       <shmkit/shm/segment.hpp>        fixed-address shared mapping, OffsetPtr
 ///   locks         <shmkit/locks/*.hpp>            Lock, RLock, Condition, Semaphore (owner-death safe)
 ///   heap          <shmkit/heap/*.hpp>             Heap, Allocator<T>, named objects
-///   transports    <shmkit/transport/*.hpp>        wire format, agent, socket / vm / io_uring transports
-///   channels      <shmkit/transport/channel.hpp>, queue.hpp, pool.hpp
+///   transports    <shmkit/transport/*.hpp>        remote memory: wire format, agent, socket / vm / io_uring
+///   channels      <shmkit/channels/*.hpp>         shmkit::Queue, shmkit::Channel, shmkit::WorkerPool
 #pragma once
 
 #include "shmkit/sys/error.hpp"
@@ -23,13 +23,14 @@
 #include "shmkit/heap/heap.hpp"
 
 #include "shmkit/transport/agent.hpp"
-#include "shmkit/transport/channel.hpp"
 #include "shmkit/transport/connect_memory.hpp"
 #include "shmkit/transport/memory_transport.hpp"
-#include "shmkit/transport/pool.hpp"
-#include "shmkit/transport/queue.hpp"
 #include "shmkit/transport/socket_transport.hpp"
 #include "shmkit/transport/splice_pipe.hpp"
 #include "shmkit/transport/uring_transport.hpp"
 #include "shmkit/transport/vm_transport.hpp"
 #include "shmkit/transport/wire.hpp"
+
+#include "shmkit/channels/channel.hpp"
+#include "shmkit/channels/pool.hpp"
+#include "shmkit/channels/queue.hpp"

@@ -17,7 +17,7 @@ for f in "$tmp"/snippet*.cpp; do
   count=$((count + 1))
   if ! g++ -std=c++20 -fsyntax-only -Wall -Werror \
       -I"$src/include" -I"$src/sys/include" -I"$src/locks/include" -I"$src/shm/include" \
-      -I"$src/heap/include" -I"$src/transport/include" "$f" 2> "$f.err"; then
+      -I"$src/heap/include" -I"$src/transport/remote/include" -I"$src/transport/channels/include" "$f" 2> "$f.err"; then
     echo "README snippet $(basename "$f") does not compile:"; cat -n "$f"; cat "$f.err"; exit 1
   fi
 done

@@ -77,9 +77,9 @@
 #include "shmkit/sys/stream_io.hpp"
 #include "shmkit/sys/syscall.hpp"
 #include "shmkit/transport/agent.hpp"
-#include "shmkit/transport/channel.hpp"
+#include "shmkit/channels/channel.hpp"
 #include "shmkit/transport/connect_memory.hpp"
-#include "shmkit/transport/queue.hpp"
+#include "shmkit/channels/queue.hpp"
 
 namespace {
 

@@ -59,3 +59,11 @@ long futex_raw(std::atomic<std::uint32_t>& word, int op, std::uint32_t val,
 timespec to_timespec(Deadline deadline) noexcept;
 
 }  // namespace shmkit::sys
+
+namespace shmkit {
+/// The clock and deadline types every blocking call of the public API takes (Queue::push,
+/// Channel calls, WorkerPool::wait, Lock::acquire): users name them as shmkit::Deadline.
+using sys::Clock;
+using sys::Deadline;
+using sys::kNoDeadline;
+}  // namespace shmkit

@@ -70,9 +70,9 @@
 
 #include "shmkit/locks/lock.hpp"
 #include "shmkit/sys/futex_word.hpp"
-#include "shmkit/transport/channel_spin.hpp"
+#include "shmkit/channels/channel_spin.hpp"
 
-namespace shmkit::transport {
+namespace shmkit {
 
 enum class QueueStatus : std::uint8_t {
   ok = 0,
@@ -271,4 +271,4 @@ class Queue {
   std::atomic<std::uint64_t> cached_head_{0};
 };
 
-}  // namespace shmkit::transport
+}  // namespace shmkit

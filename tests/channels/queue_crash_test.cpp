@@ -27,11 +27,10 @@
 
 #include "shmkit/locks/lock.hpp"
 #include "shmkit/sys/syscall.hpp"
-#include "shmkit/transport/queue.hpp"
+#include "shmkit/channels/queue.hpp"
 #include "testing.hpp"
 
 using namespace shmkit;
-using namespace shmkit::transport;
 using namespace std::chrono_literals;
 using shmkit::testing::Child;
 

@@ -1,4 +1,4 @@
-#include "shmkit/transport/channel.hpp"
+#include "shmkit/channels/channel.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -7,7 +7,7 @@
 #include "shmkit/sys/error.hpp"
 #include "shmkit/sys/proc_control.hpp"
 
-namespace shmkit::transport {
+namespace shmkit {
 
 const char* to_string(ChannelStatus s) noexcept {
   switch (s) {
@@ -41,10 +41,10 @@ Channel Channel::create(void* mem, std::size_t bytes, std::uint32_t windows, std
     throw Error(Errc::invalid_argument, "Channel::create: memory must be non-null and 64-byte aligned");
   if (windows == 0 || windows > 4096)
     throw Error(Errc::invalid_argument, "Channel::create: windows must be 1..4096, got " + std::to_string(windows));
-  if (max_message < wire::kMinMaxMessage || max_message > wire::kAbsoluteMaxMessage)
+  if (max_message < transport::wire::kMinMaxMessage || max_message > transport::wire::kAbsoluteMaxMessage)
     throw Error(Errc::invalid_argument, "Channel::create: max_message must be within [" +
-                                            std::to_string(wire::kMinMaxMessage) + ", " +
-                                            std::to_string(wire::kAbsoluteMaxMessage) + "]");
+                                            std::to_string(transport::wire::kMinMaxMessage) + ", " +
+                                            std::to_string(transport::wire::kAbsoluteMaxMessage) + "]");
   if (bytes < required_bytes(windows, max_message))
     throw Error(Errc::invalid_argument, "Channel::create: " + std::to_string(bytes) + " bytes given, " +
                                             std::to_string(required_bytes(windows, max_message)) +
@@ -76,8 +76,8 @@ Channel Channel::attach(void* mem, std::size_t bytes) {
   if (c->version != ChannelControl::kVersion)
     throw Error(Errc::version_mismatch, "Channel::attach: layout version " + std::to_string(c->version));
   // INVARIANT3, checked against what this process mapped.
-  if (c->windows == 0 || c->windows > 4096 || c->area_size < wire::kMinMaxMessage ||
-      c->area_size > wire::kAbsoluteMaxMessage || c->window_stride != stride_for(c->area_size) ||
+  if (c->windows == 0 || c->windows > 4096 || c->area_size < transport::wire::kMinMaxMessage ||
+      c->area_size > transport::wire::kAbsoluteMaxMessage || c->window_stride != stride_for(c->area_size) ||
       c->windows_offset != windows_offset() || required_bytes(c->windows, c->area_size) > bytes)
     throw Error(Errc::corrupt, "Channel::attach: channel geometry does not fit the " + std::to_string(bytes) +
                                    " bytes given");
@@ -106,9 +106,9 @@ ChannelServer::ChannelServer(Channel ch) : ch_(ch), handlers_(65536) {}
 
 ChannelServer::~ChannelServer() { stop(); }
 
-void ChannelServer::handle(wire::MsgId id, Handler h) {
-  if (id < wire::ids::kCoreEnd)
-    throw Error(Errc::invalid_argument, "ChannelServer::handle: ids below " + std::to_string(wire::ids::kCoreEnd) +
+void ChannelServer::handle(transport::wire::MsgId id, Handler h) {
+  if (id < transport::wire::ids::kCoreEnd)
+    throw Error(Errc::invalid_argument, "ChannelServer::handle: ids below " + std::to_string(transport::wire::ids::kCoreEnd) +
                                             " belong to the wire core (error, hello)");
   if (!handlers_[id]) ids_.push_back(id);
   handlers_[id] = std::move(h);
@@ -153,30 +153,30 @@ void ChannelServer::serve_window(std::uint32_t i) noexcept {
   const std::uint32_t area = ch_.area_size();
   const std::byte* in = ch_.request_area(i);
   std::span<std::byte> out(ch_.reply_area(i), area);
-  wire::Header h;
+  transport::wire::Header h;
   std::memcpy(&h, in, sizeof h);  // the client is not writing: it is our turn (INVARIANT1)
   std::uint32_t len = 0;
-  wire::Status st = wire::check_header(h, area);  // INVARIANT2
-  if (st != wire::Status::ok) {
-    len = wire::encode_error(out, h.tag, h.id, wire::to_errno(st), "malformed request frame");
+  transport::wire::Status st = transport::wire::check_header(h, area);  // INVARIANT2
+  if (st != transport::wire::Status::ok) {
+    len = transport::wire::encode_error(out, h.tag, h.id, transport::wire::to_errno(st), "malformed request frame");
   } else {
-    std::span<const std::byte> payload(in + wire::kHeaderSize, wire::payload_size(h));
-    if (h.id == wire::ids::hello) {
-      wire::Hello peer;
-      if (wire::decode_hello(payload, peer) != wire::Status::ok) {
-        len = wire::encode_error(out, h.tag, h.id, EPROTO, "malformed hello");
+    std::span<const std::byte> payload(in + transport::wire::kHeaderSize, transport::wire::payload_size(h));
+    if (h.id == transport::wire::ids::hello) {
+      transport::wire::Hello peer;
+      if (transport::wire::decode_hello(payload, peer) != transport::wire::Status::ok) {
+        len = transport::wire::encode_error(out, h.tag, h.id, EPROTO, "malformed hello");
       } else {
-        wire::Hello mine;
+        transport::wire::Hello mine;
         mine.max_message = area;
         mine.pid = sys::getpid();
         mine.ids = ids_;
         mine.features = {"shm-window"};
-        len = wire::encode_hello(out, h.tag, mine);
+        len = transport::wire::encode_hello(out, h.tag, mine);
       }
     } else if (!handlers_[h.id]) {
-      len = wire::encode_error(out, h.tag, h.id, EOPNOTSUPP, "no handler for this message id");
+      len = transport::wire::encode_error(out, h.tag, h.id, EOPNOTSUPP, "no handler for this message id");
     } else {
-      wire::Writer wr(out);
+      transport::wire::Writer wr(out);
       wr.begin(h.id, h.tag);
       int code;
       try {
@@ -186,9 +186,9 @@ void ChannelServer::serve_window(std::uint32_t i) noexcept {
       }
       if (code == 0) {
         len = wr.finish();
-        if (len == 0) len = wire::encode_error(out, h.tag, h.id, EMSGSIZE, "reply larger than the window");
+        if (len == 0) len = transport::wire::encode_error(out, h.tag, h.id, EMSGSIZE, "reply larger than the window");
       } else {
-        len = wire::encode_error(out, h.tag, h.id, code, "handler failed");
+        len = transport::wire::encode_error(out, h.tag, h.id, code, "handler failed");
       }
     }
   }
@@ -353,19 +353,19 @@ ChannelStatus ChannelClient::exchange(sys::Deadline deadline) noexcept {
 
 std::span<std::byte> ChannelClient::request_payload() noexcept {
   if (!connected_) return {};
-  return {ch_.request_area(index_) + wire::kHeaderSize, max_payload()};
+  return {ch_.request_area(index_) + transport::wire::kHeaderSize, max_payload()};
 }
 
-CallResult ChannelClient::call(wire::MsgId id, std::span<const std::byte> payload,
+CallResult ChannelClient::call(transport::wire::MsgId id, std::span<const std::byte> payload,
                                sys::Deadline deadline) noexcept {
   if (!connected_) return {ChannelStatus::peer_closed, 0, {}, {}};
   if (payload.size() > max_payload()) return {ChannelStatus::too_large, 0, {}, {}};
   if (!payload.empty())
-    std::memmove(ch_.request_area(index_) + wire::kHeaderSize, payload.data(), payload.size());
+    std::memmove(ch_.request_area(index_) + transport::wire::kHeaderSize, payload.data(), payload.size());
   return call_in_place(id, payload.size(), deadline);
 }
 
-CallResult ChannelClient::call_in_place(wire::MsgId id, std::size_t payload_size,
+CallResult ChannelClient::call_in_place(transport::wire::MsgId id, std::size_t payload_size,
                                         sys::Deadline deadline) noexcept {
   if (!connected_) return {ChannelStatus::peer_closed, 0, {}, {}};
   if (payload_size > max_payload()) return {ChannelStatus::too_large, 0, {}, {}};
@@ -389,22 +389,22 @@ CallResult ChannelClient::call_in_place(wire::MsgId id, std::size_t payload_size
     // A server started since we connected: ours is gone, and the new one does not know us.
     return {ChannelStatus::peer_closed, 0, {}, {}};
   }
-  wire::Tag tag = next_tag_++;
-  wire::Header h{static_cast<std::uint32_t>(wire::kHeaderSize + payload_size), id, 0, tag};
+  transport::wire::Tag tag = next_tag_++;
+  transport::wire::Header h{static_cast<std::uint32_t>(transport::wire::kHeaderSize + payload_size), id, 0, tag};
   std::memcpy(ch_.request_area(index_), &h, sizeof h);
   ChannelStatus st = exchange(deadline);
   if (st != ChannelStatus::ok) return {st, 0, {}, {}};
 
   // The reply was written by another process: check it before use (INVARIANT2).
   const std::byte* rep = ch_.reply_area(index_);
-  wire::Header rh;
+  transport::wire::Header rh;
   std::memcpy(&rh, rep, sizeof rh);
-  if (wire::check_header(rh, ch_.area_size()) != wire::Status::ok || rh.tag != tag)
+  if (transport::wire::check_header(rh, ch_.area_size()) != transport::wire::Status::ok || rh.tag != tag)
     return {ChannelStatus::protocol, 0, {}, {}};
-  std::span<const std::byte> payload(rep + wire::kHeaderSize, wire::payload_size(rh));
-  if (rh.id == wire::ids::error) {
-    wire::ErrorView ev;
-    if (wire::decode_error(payload, ev) != wire::Status::ok) return {ChannelStatus::protocol, 0, {}, {}};
+  std::span<const std::byte> payload(rep + transport::wire::kHeaderSize, transport::wire::payload_size(rh));
+  if (rh.id == transport::wire::ids::error) {
+    transport::wire::ErrorView ev;
+    if (transport::wire::decode_error(payload, ev) != transport::wire::Status::ok) return {ChannelStatus::protocol, 0, {}, {}};
     return {ChannelStatus::error_reply, ev.code, ev.detail, {}};
   }
   if (rh.id != id) return {ChannelStatus::protocol, 0, {}, {}};
@@ -437,11 +437,11 @@ ChannelClient ChannelClient::connect(Channel ch, sys::Deadline deadline) {
   ch.window(cl.index_).epoch.store(cl.epoch_, std::memory_order_relaxed);
   cl.max_message_ = ch.area_size();
   // Handshake: our Hello in the request area, the server's back.
-  wire::Hello mine;
+  transport::wire::Hello mine;
   mine.max_message = ch.area_size();
   mine.pid = sys::getpid();
   std::span<std::byte> req(ch.request_area(cl.index_), ch.area_size());
-  std::uint32_t hl = wire::encode_hello(req, 0, mine);
+  std::uint32_t hl = transport::wire::encode_hello(req, 0, mine);
   if (hl == 0) throw Error(Errc::protocol, "ChannelClient::connect: hello does not fit the window");
   if (cl.in_flight_) {
     // Reuse call_in_place's resynchronisation: an empty call of the hello id would re-encode;
@@ -454,21 +454,21 @@ ChannelClient ChannelClient::connect(Channel ch, sys::Deadline deadline) {
       (void)sys::futex_wait(w.turn, ChannelWindow::kServerTurn, std::min(deadline, now + kDeathCheckInterval));
     }
     cl.in_flight_ = false;
-    hl = wire::encode_hello(req, 0, mine);  // the server may have been reading the old request
+    hl = transport::wire::encode_hello(req, 0, mine);  // the server may have been reading the old request
   }
   ChannelStatus st = cl.exchange(deadline);
   if (st == ChannelStatus::peer_closed) throw Error(Errc::peer_closed, "ChannelClient::connect: the server died");
   if (st == ChannelStatus::timed_out) throw Error(Errc::timed_out, "ChannelClient::connect: no hello from the server");
   const std::byte* rep = ch.reply_area(cl.index_);
-  wire::Header rh;
+  transport::wire::Header rh;
   std::memcpy(&rh, rep, sizeof rh);
-  if (wire::check_header(rh, ch.area_size()) != wire::Status::ok || rh.id != wire::ids::hello ||
-      wire::decode_hello({rep + wire::kHeaderSize, wire::payload_size(rh)}, cl.server_hello_) != wire::Status::ok)
+  if (transport::wire::check_header(rh, ch.area_size()) != transport::wire::Status::ok || rh.id != transport::wire::ids::hello ||
+      transport::wire::decode_hello({rep + transport::wire::kHeaderSize, transport::wire::payload_size(rh)}, cl.server_hello_) != transport::wire::Status::ok)
     throw Error(Errc::protocol, "ChannelClient::connect: the server's hello is malformed");
-  cl.max_message_ = wire::negotiate_max(mine.max_message, cl.server_hello_.max_message);
-  if (cl.max_message_ > ch.area_size() || cl.max_message_ < wire::kMinMaxMessage)
+  cl.max_message_ = transport::wire::negotiate_max(mine.max_message, cl.server_hello_.max_message);
+  if (cl.max_message_ > ch.area_size() || cl.max_message_ < transport::wire::kMinMaxMessage)
     throw Error(Errc::protocol, "ChannelClient::connect: negotiated maximum out of range");
   return cl;
 }
 
-}  // namespace shmkit::transport
+}  // namespace shmkit

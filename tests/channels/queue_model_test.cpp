@@ -18,11 +18,10 @@
 #include <vector>
 
 #include "shmkit/sys/syscall.hpp"
-#include "shmkit/transport/queue.hpp"
+#include "shmkit/channels/queue.hpp"
 #include "testing.hpp"
 
 using namespace shmkit;
-using namespace shmkit::transport;
 using namespace std::chrono_literals;
 
 namespace {

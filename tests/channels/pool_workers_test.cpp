@@ -22,7 +22,7 @@
 #include "shmkit/shm/segment.hpp"
 #include "shmkit/sys/proc_control.hpp"
 #include "shmkit/sys/syscall.hpp"
-#include "shmkit/transport/pool.hpp"
+#include "shmkit/channels/pool.hpp"
 #include "testing.hpp"
 
 using namespace shmkit;

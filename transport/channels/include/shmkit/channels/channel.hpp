@@ -17,7 +17,7 @@
 ///
 /// Handshake: connect() sends a wire Hello in the window and gets the server's Hello back: the
 /// message ids it serves and its maximum frame; frames are then bounded by the minimum of both
-/// sides (wire::negotiate_max). A request for an id without a handler gets an Error reply
+/// sides (transport::wire::negotiate_max). A request for an id without a handler gets an Error reply
 /// (EOPNOTSUPP); a malformed frame gets Error(EPROTO / EMSGSIZE). The connection stays usable.
 ///
 /// Death of a peer, and why it is detected the way it is. Each side holds a robust shmkit::Lock
@@ -51,10 +51,10 @@
 #include "shmkit/locks/lock.hpp"
 #include "shmkit/sys/futex_word.hpp"
 #include "shmkit/sys/process.hpp"
-#include "shmkit/transport/channel_spin.hpp"
+#include "shmkit/channels/channel_spin.hpp"
 #include "shmkit/transport/wire.hpp"
 
-namespace shmkit::transport {
+namespace shmkit {
 
 inline constexpr auto kDeathCheckInterval = std::chrono::milliseconds(10);
 
@@ -122,7 +122,7 @@ class Channel {
   static constexpr std::size_t kAreaOffset = (sizeof(ChannelWindow) + 63) / 64 * 64;
   static std::size_t required_bytes(std::uint32_t windows, std::uint32_t max_message) noexcept;
   /// Constructs a channel with `windows` connection slots whose frames are at most max_message
-  /// bytes (wire::kMinMaxMessage..wire::kAbsoluteMaxMessage). mem: 64-byte aligned, shared.
+  /// bytes (transport::wire::kMinMaxMessage..transport::wire::kAbsoluteMaxMessage). mem: 64-byte aligned, shared.
   static Channel create(void* mem, std::size_t bytes, std::uint32_t windows,
                         std::uint32_t max_message = 64 * 1024);
   static Channel attach(void* mem, std::size_t bytes);
@@ -146,14 +146,14 @@ class Channel {
 /// -- server ------------------------------------------------------------------------------------
 
 struct Request {
-  wire::MsgId id;
-  wire::Tag tag;
+  transport::wire::MsgId id;
+  transport::wire::Tag tag;
   std::span<const std::byte> payload;  // in the window; valid during the handler
   std::uint32_t window;                // which connection
 };
 /// Writes the reply payload with `reply` (header already reserved; the reply carries the request's
 /// id and tag) and returns 0, or returns a positive errno to send an Error reply instead.
-using Handler = std::function<int(const Request& req, wire::Writer& reply)>;
+using Handler = std::function<int(const Request& req, transport::wire::Writer& reply)>;
 
 class ChannelServer {
  public:
@@ -163,7 +163,7 @@ class ChannelServer {
   ChannelServer& operator=(const ChannelServer&) = delete;
 
   /// Registers before start(); ids 0..15 belong to the wire core and are refused (invalid_argument).
-  void handle(wire::MsgId id, Handler h);
+  void handle(transport::wire::MsgId id, Handler h);
   /// Takes the server_lock (a previous server that died is taken over), records this process,
   /// bumps the epoch. Throws Error(already_exists) when a live server holds the channel.
   void start();
@@ -191,7 +191,7 @@ class ChannelServer {
 
   Channel ch_;
   std::vector<Handler> handlers_;  // indexed by id; empty function = unsupported
-  std::vector<wire::MsgId> ids_;
+  std::vector<transport::wire::MsgId> ids_;
   bool started_ = false;
   AdaptiveSpin spin_;
   std::function<void(std::uint32_t)> on_client_gone_;
@@ -213,18 +213,18 @@ class ChannelClient {
   static ChannelClient connect(Channel ch, sys::Deadline deadline = sys::kNoDeadline);
 
   /// One round trip: sends `payload` under message `id` and waits for the reply.
-  CallResult call(wire::MsgId id, std::span<const std::byte> payload,
+  CallResult call(transport::wire::MsgId id, std::span<const std::byte> payload,
                   sys::Deadline deadline = sys::kNoDeadline) noexcept;
   /// Zero-copy form: marshal the request straight into request_payload() (up to max_payload()
   /// bytes), then call_in_place(id, bytes_written).
   std::span<std::byte> request_payload() noexcept;
-  CallResult call_in_place(wire::MsgId id, std::size_t payload_size,
+  CallResult call_in_place(transport::wire::MsgId id, std::size_t payload_size,
                            sys::Deadline deadline = sys::kNoDeadline) noexcept;
 
   bool connected() const noexcept { return connected_; }
   std::uint32_t max_message() const noexcept { return max_message_; }
-  std::size_t max_payload() const noexcept { return max_message_ - wire::kHeaderSize; }
-  const wire::Hello& server_hello() const noexcept { return server_hello_; }
+  std::size_t max_payload() const noexcept { return max_message_ - transport::wire::kHeaderSize; }
+  const transport::wire::Hello& server_hello() const noexcept { return server_hello_; }
   std::uint32_t window_index() const noexcept { return index_; }
   /// Releases the window (also done by the destructor).
   void disconnect() noexcept;
@@ -244,9 +244,9 @@ class ChannelClient {
   bool in_flight_ = false;  // a previous call timed out with the window still the server's
   std::uint32_t epoch_ = 0;
   std::uint32_t max_message_ = 0;
-  wire::Tag next_tag_ = 1;
-  wire::Hello server_hello_;
+  transport::wire::Tag next_tag_ = 1;
+  transport::wire::Hello server_hello_;
   AdaptiveSpin spin_;
 };
 
-}  // namespace shmkit::transport
+}  // namespace shmkit

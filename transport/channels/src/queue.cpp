@@ -1,4 +1,4 @@
-#include "shmkit/transport/queue.hpp"
+#include "shmkit/channels/queue.hpp"
 
 #include <algorithm>
 #include <cstddef>
@@ -10,7 +10,7 @@
 #include "shmkit/sys/error.hpp"
 #include "shmkit/sys/proc_control.hpp"
 
-namespace shmkit::transport {
+namespace shmkit {
 
 namespace {
 
@@ -538,4 +538,4 @@ std::uint64_t Queue::bytes_used() const noexcept {
   return t >= h ? t - h : 0;
 }
 
-}  // namespace shmkit::transport
+}  // namespace shmkit

@@ -1,4 +1,4 @@
-#include "shmkit/transport/pool.hpp"
+#include "shmkit/channels/pool.hpp"
 
 #include <signal.h>
 #include <sys/mman.h>
@@ -15,7 +15,7 @@
 #include "shmkit/sys/proc_control.hpp"
 #include "shmkit/sys/syscall.hpp"
 
-namespace shmkit::transport {
+namespace shmkit {
 
 namespace {
 
@@ -68,7 +68,7 @@ WorkerPool::Slot& WorkerPool::slot(std::uint32_t i) const noexcept {
   return *reinterpret_cast<Slot*>(mem_ + 64 + std::size_t{i} * stride_);
 }
 
-WorkerPool::WorkerPool(PoolOptions opts, std::map<wire::MsgId, TaskFn> handlers)
+WorkerPool::WorkerPool(PoolOptions opts, std::map<transport::wire::MsgId, TaskFn> handlers)
     : opts_(opts), handlers_(std::move(handlers)) {
   static_assert(std::is_standard_layout_v<Shared> && sizeof(Shared) <= 64, "Shared fits before slot 0");
   static_assert(std::is_standard_layout_v<Slot> && sizeof(Slot) == 64, "the payload area starts at +64");
@@ -166,7 +166,7 @@ void WorkerPool::worker_main(std::uint32_t index) noexcept {
   }
 }
 
-TaskHandle WorkerPool::submit(wire::MsgId id, std::span<const std::byte> payload, TaskPolicy policy) {
+TaskHandle WorkerPool::submit(transport::wire::MsgId id, std::span<const std::byte> payload, TaskPolicy policy) {
   if (payload.size() > opts_.max_payload)
     throw Error(Errc::invalid_argument, "WorkerPool::submit: payload of " + std::to_string(payload.size()) +
                                             " bytes exceeds max_payload " + std::to_string(opts_.max_payload));
@@ -305,4 +305,4 @@ void WorkerPool::shutdown() noexcept {
   }
 }
 
-}  // namespace shmkit::transport
+}  // namespace shmkit

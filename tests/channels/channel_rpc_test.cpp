@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "shmkit/sys/syscall.hpp"
-#include "shmkit/transport/channel.hpp"
+#include "shmkit/channels/channel.hpp"
 #include "testing.hpp"
 
 using namespace shmkit;

@@ -25,7 +25,7 @@
 
 #include "shmkit/sys/proc_control.hpp"
 
-namespace shmkit::transport {
+namespace shmkit {
 
 /// Nanoseconds one spin iteration (PAUSE plus a load) takes on this CPU: 25–50 ns on the reference
 /// machine. Measured once per process.
@@ -93,4 +93,4 @@ class AdaptiveSpin {
   std::uint32_t avg16_ = 16u * 16u;  // moving average of successful spin lengths, x16
 };
 
-}  // namespace shmkit::transport
+}  // namespace shmkit

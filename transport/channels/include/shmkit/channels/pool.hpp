@@ -52,10 +52,8 @@
 #include "shmkit/transport/wire.hpp"
 
 namespace shmkit {
-class Heap;
-}
 
-namespace shmkit::transport {
+class Heap;
 
 enum class TaskPolicy : std::uint8_t { fail_on_worker_death = 0, retry_once = 1 };
 
@@ -83,7 +81,7 @@ struct TaskResult {
 };
 
 struct TaskContext {
-  wire::MsgId id;
+  transport::wire::MsgId id;
   std::uint32_t worker;   // index 0..workers-1
   std::uint32_t attempt;  // 1, or 2 on the retry
   Heap* heap;             // the pool's Heap, or nullptr (allocate_owned here is reclaimed on death)
@@ -111,7 +109,7 @@ class WorkerPool {
  public:
   /// Creates the task table and forks the workers. Throws shmkit::Error on a bad option or when
   /// mmap/fork fail.
-  WorkerPool(PoolOptions opts, std::map<wire::MsgId, TaskFn> handlers);
+  WorkerPool(PoolOptions opts, std::map<transport::wire::MsgId, TaskFn> handlers);
   ~WorkerPool();
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
@@ -119,7 +117,7 @@ class WorkerPool {
   /// Queues a task. An invalid handle when every slot holds a pending or uncollected task (collect
   /// results with wait() to free slots) or after shutdown; throws Error(invalid_argument) when the
   /// payload is larger than max_payload.
-  TaskHandle submit(wire::MsgId id, std::span<const std::byte> payload,
+  TaskHandle submit(transport::wire::MsgId id, std::span<const std::byte> payload,
                     TaskPolicy policy = TaskPolicy::fail_on_worker_death);
   /// Waits for the task's outcome (supervising the workers meanwhile) and frees its slot, except
   /// on timed_out. A handle can be waited for once.
@@ -146,7 +144,7 @@ class WorkerPool {
   void settle_dead_worker(std::uint32_t index);
 
   PoolOptions opts_;
-  std::map<wire::MsgId, TaskFn> handlers_;
+  std::map<transport::wire::MsgId, TaskFn> handlers_;
   std::byte* mem_ = nullptr;
   std::size_t mem_size_ = 0;
   std::size_t stride_ = 0;
@@ -156,4 +154,4 @@ class WorkerPool {
   PoolStats stats_;
 };
 
-}  // namespace shmkit::transport
+}  // namespace shmkit
