@@ -181,7 +181,7 @@ class ChannelServer {
   void on_client_gone(std::function<void(std::uint32_t window)> fn) { on_client_gone_ = std::move(fn); }
   std::uint32_t reap_dead_clients();
 
-  /// Maximum spin iterations (~50 ns each) while idle before sleeping; adapts below it
+  /// Maximum spin iterations (a CPU pause plus a load each) while idle before sleeping; adapts below it
   /// (channel_spin.hpp). 0 = sleep at once.
   void set_spin(std::uint32_t iterations) noexcept { spin_.set_max(iterations); }
 
@@ -229,7 +229,8 @@ class ChannelClient {
   /// Releases the window (also done by the destructor).
   void disconnect() noexcept;
 
-  /// Maximum spin iterations (~50 ns each) waiting for a reply before sleeping; adapts below it
+  /// Maximum spin iterations (a CPU pause plus a load each) waiting for a reply before sleeping;
+  /// adapts below it
   /// (channel_spin.hpp). 0 = sleep at once.
   void set_spin(std::uint32_t iterations) noexcept { spin_.set_max(iterations); }
 

@@ -1,13 +1,12 @@
 /// AdaptiveSpin: the bounded spin in front of every futex sleep of the channel and the queue.
 ///
 /// Why bounded and adaptive. A futex hand-off costs a FUTEX_WAKE system call on one side and a
-/// sleep plus a scheduler wake-up on the other: measured on this project's machine (2 vCPU AMD
-/// EPYC, Linux 6.18) 5–10 µs per hand-off, while a spin on a shared word sees the partner's store
-/// in a few hundred ns — when the partner runs on the other core. On a 2-core machine it often
-/// does not: if anything else is runnable a spinner burns the very core its partner needs, and one
-/// PAUSE here costs about 50 ns, so a fixed 20,000-iteration spin (1 ms) was measured at 1 ms per
-/// round trip under load, and a fixed short one (8 iterations) sent almost every round trip of an
-/// unloaded run to the futex (2.8 µs average against 0.5 µs for a plain spin).
+/// sleep plus a scheduler wake-up on the other, over ten times what a spin on a shared word takes
+/// to see the partner's store — when the partner runs on the other core. On a 2-core machine it
+/// often does not: if anything else is runnable a spinner burns the very core its partner needs,
+/// so a long fixed spin costs its whole length per round trip under load, and a short fixed one
+/// sends almost every round trip of an unloaded run to the futex (figures in
+/// docs/PERFORMANCE_NOTES.md).
 /// Policy: keep a moving average of how long waits take — waits that succeeded while spinning,
 /// and waits that slept but were over within the maximum (a longer spin would have caught them:
 /// typically the partner was itself asleep and needed a futex wake-up) — and spin for twice that
@@ -17,7 +16,7 @@
 /// a typical wait, small next to the futex sleep it falls back to. Learning
 /// from short sleeps matters: with successful spins alone, two sides that both fell asleep once
 /// stay in a futex ping-pong for good (each side's wait is the other's wake-up latency, longer
-/// than a spin budget tuned to fast replies), measured at 8 µs per round trip instead of 0.6.
+/// than a spin budget tuned to fast replies), an order of magnitude slower per round trip.
 #pragma once
 
 #include <chrono>
@@ -27,8 +26,8 @@
 
 namespace shmkit {
 
-/// Nanoseconds one spin iteration (PAUSE plus a load) takes on this CPU: 25–50 ns on the reference
-/// machine. Measured once per process.
+/// Nanoseconds one spin iteration (PAUSE plus a load) takes on this CPU, measured once per process
+/// (PAUSE's cost differs by an order of magnitude between CPU generations).
 inline std::uint32_t spin_iteration_ns() noexcept {
   static const std::uint32_t ns = [] {
     auto t0 = std::chrono::steady_clock::now();
@@ -42,10 +41,10 @@ inline std::uint32_t spin_iteration_ns() noexcept {
 
 class AdaptiveSpin {
  public:
-  /// 2000 iterations = 50–100 µs: the futex wake-up latency measured on the loaded reference
-  /// machine reaches 20–50 µs, and a budget that cannot cover it cannot leave the futex regime.
+  /// Long enough to cover a futex wake-up on a loaded machine: a budget that cannot cover it
+  /// cannot leave the futex regime (figures in docs/PERFORMANCE_NOTES.md).
   static constexpr std::uint32_t kDefaultMax = 2000;
-  static constexpr std::uint32_t kMargin = 32;  // ~1.5 µs on top of twice the average
+  static constexpr std::uint32_t kMargin = 32;  // iterations on top of twice the average
 
   explicit AdaptiveSpin(std::uint32_t max = kDefaultMax) noexcept { set_max(max); }
   void set_max(std::uint32_t max) noexcept {

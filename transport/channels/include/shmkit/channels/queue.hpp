@@ -29,16 +29,13 @@
 /// exactly one pop that returned ok (or, with a receipt, whose receipt names it), or it is still in
 /// the queue.
 ///
-/// Cost (2 vCPU AMD EPYC VM, 64-byte messages, one producer and one consumer process). A push is
-/// a lock acquire (CAS), the record's stores, the commit (a plain release store), a lock release
-/// (CAS) and a fence for the sleep protocol (cheap right after the CAS), plus the robust-list
-/// edits of the Lock; a pop likewise. About 15 ns per push and 30 ns per push+pop in one
-/// process. Between two CPUs the release CAS waits for the record's stores, and the record
-/// lines were last held by the other core (the consumer reads right behind the producer, and
-/// its polls pull back the very line being written): about one cross-core transfer per message
-/// is serialised, 55-70 ns per message measured, against 10-12 ns for a bare SPSC ring with no
-/// locked instruction (spin_ring_limit). On one CPU, 40-70 ns. Getting
-/// near the ring needs pushes and pops with no per-message locked instruction, e.g. a lane per
+/// Cost. A push is a lock acquire (CAS), the record's stores, the commit (a plain release store),
+/// a lock release (CAS) and a fence for the sleep protocol (cheap right after the CAS), plus the
+/// robust-list edits of the Lock; a pop likewise. Between two CPUs the release CAS waits for the
+/// record's stores, and the record lines were last held by the other core (the consumer reads
+/// right behind the producer, and its polls pull back the very line being written): about one
+/// cross-core transfer per message is serialised, several times a bare SPSC ring with no locked
+/// instruction (figures in docs/PERFORMANCE_NOTES.md). Getting near the ring needs pushes and pops with no per-message locked instruction, e.g. a lane per
 /// producer handle whose robust ownership is taken once per handle (the kernel's robust list
 /// still reports a holder's death), consumers claiming lanes the same way, and an asymmetric
 /// fence (membarrier) on the sleeper's side in place of the waker's per-message fence.
@@ -46,8 +43,7 @@
 /// Placement. A waiter spins only when the other side last ran on another CPU: each side notes its
 /// CPU in the control block (every 64th operation of a thread, and before each wait), and a waiter
 /// that finds its partner on its own CPU sleeps at once (spinning there only burns the time slice
-/// the partner needs to make progress; measured with both processes on one CPU: 130 ns per
-/// message spinning). A stale or wrong hint costs a spin or a sleep, never a message.
+/// the partner needs to make progress). A stale or wrong hint costs a spin or a sleep, never a message.
 ///
 /// Blocking. push/pop spin briefly (adaptively, channel_spin.hpp) and then sleep on a futex word
 /// with the deadline. A sleeper arms a flag before it sleeps; a waker that finds it armed clears it
@@ -136,8 +132,8 @@ struct QueueControl {
   // One line per role, and a line nobody touches between the producers' pair and the consumers'
   // pair: the L2 spatial prefetcher fetches a line's 128-byte buddy along with it, so with
   // `tail` next to the consumers' lock line a producer's store to tail had to fetch the line
-  // back from the consumer's core (measured with the old layout: a push that stored tail
-  // before its commit took 190 ns per message instead of 55). The base is only 64-byte
+  // back from the consumer's core (over three times the cost per message; see
+  // docs/PERFORMANCE_NOTES.md). The base is only 64-byte
   // aligned, so the spacer lines separate the pairs for either parity.
   alignas(64) Lock producer_lock;                     // line 1: producers only
   alignas(64) std::atomic<std::uint64_t> tail;        // line 2: producers only (and monitoring)
@@ -151,8 +147,7 @@ struct QueueControl {
   // Lines 7-9 are read on every operation by one side and written rarely (a sleeper arming, a
   // process migrating to another CPU, close), so they stay cached on both sides. The placement
   // hints live here, not beside tail/head: a consumer reading a hint on the tail line before
-  // each wait made every push's tail store fetch the line back (measured: 95 ns per message
-  // instead of 72).
+  // each wait made every push's tail store fetch the line back.
   alignas(64) std::atomic<std::uint32_t> not_empty;   // line 7: futex word, bumped when items appear
   std::atomic<std::uint32_t> consumers_armed;         // 1: a consumer may sleep on not_empty
   std::atomic<std::int32_t> producer_cpu;             // hint: 1 + CPU of a producer lately, 0 = unknown
@@ -174,8 +169,8 @@ class Queue {
  public:
   static constexpr std::size_t kRecordHeader = 16;
   /// Records start on cache-line boundaries so that the producer writing the next record never
-  /// shares a line with the consumer reading the previous one (measured: 80-byte records packed at
-  /// 16-byte alignment made a 64-byte message cost about 2x as much between two cores).
+  /// shares a line with the consumer reading the previous one (packed records cost about twice as
+  /// much per message between two cores).
   static constexpr std::size_t kRecordAlign = 64;
   /// Bytes of shared memory a queue with `ring_bytes` of ring needs (control block + ring).
   static std::size_t required_bytes(std::size_t ring_bytes) noexcept;
@@ -233,7 +228,7 @@ class Queue {
   std::uint32_t max_message() const noexcept { return ctl_->max_message; }
   QueueControl* control() const noexcept { return ctl_; }
 
-  /// Maximum spin iterations (each one CPU pause plus a load, ~50 ns) before sleeping; the
+  /// Maximum spin iterations (each one CPU pause plus a load) before sleeping; the
   /// budget adapts below it (channel_spin.hpp). 0 = sleep at once. Local to this handle.
   void set_spin(std::uint32_t iterations) noexcept {
     push_spin_.set_max(iterations);
