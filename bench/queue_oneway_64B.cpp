@@ -1,6 +1,6 @@
 // queue_oneway_64B: one forked producer process sends 64-byte messages to this (consumer) process;
 // items_per_second counted at the consumer. Variants:
-//   shmkit_queue         transport::Queue in shared memory (push / pop, spin then futex)
+//   shmkit_queue         shmkit::Queue in shared memory (push / pop, spin then futex)
 //   boost_message_queue  boost::interprocess::message_queue (capacity 1024 messages of 64 bytes)
 //   unix_seqpacket       a SOCK_SEQPACKET socketpair, one 64-byte packet per message
 //   spin_ring_limit      a bare single-producer single-consumer ring of 1024 slots spun on
@@ -41,7 +41,6 @@
 namespace {
 
 namespace sys = shmkit::sys;
-namespace tr = shmkit::transport;
 constexpr std::size_t kMsg = 64;
 constexpr std::size_t kSlots = 1024;
 
@@ -90,12 +89,12 @@ using shmkit::bench::SharedMap;
 // The same capacity as the other variants: 1024 messages (records of 16 + 64 bytes, each
 // starting on a cache line).
 void bm_shmkit_queue(benchmark::State& state) {
-  constexpr std::size_t kRecord = (tr::Queue::kRecordHeader + kMsg + tr::Queue::kRecordAlign - 1) /
-                                  tr::Queue::kRecordAlign * tr::Queue::kRecordAlign;
-  const std::size_t bytes = tr::Queue::required_bytes(kSlots * kRecord);
+  constexpr std::size_t kRecord = (shmkit::Queue::kRecordHeader + kMsg + shmkit::Queue::kRecordAlign - 1) /
+                                  shmkit::Queue::kRecordAlign * shmkit::Queue::kRecordAlign;
+  const std::size_t bytes = shmkit::Queue::required_bytes(kSlots * kRecord);
   SharedMap mem(bytes);
   if (mem.get() == nullptr) return state.SkipWithError("mmap failed");
-  tr::Queue q = tr::Queue::create(mem.get(), bytes, kMsg);
+  shmkit::Queue q = shmkit::Queue::create(mem.get(), bytes, kMsg);
   Probe probe;
   if (!probe.ok()) return state.SkipWithError("mmap failed");
   const std::int64_t n = static_cast<std::int64_t>(state.max_iterations);
@@ -104,7 +103,7 @@ void bm_shmkit_queue(benchmark::State& state) {
     for (std::int64_t i = 0; i < n; ++i) {
       m.seq = static_cast<std::uint64_t>(i);
       probe->producer_at(m.seq);
-      if (q.push({reinterpret_cast<std::byte*>(&m), sizeof m}).status != tr::QueueStatus::ok) return 1;
+      if (q.push({reinterpret_cast<std::byte*>(&m), sizeof m}).status != shmkit::QueueStatus::ok) return 1;
     }
     return 0;
   });
@@ -113,9 +112,9 @@ void bm_shmkit_queue(benchmark::State& state) {
   std::uint64_t expect = 0;
   bool ok = true;
   for (auto _ : state) {
-    tr::QueueResult r = q.pop({reinterpret_cast<std::byte*>(&m), sizeof m});
+    shmkit::QueueResult r = q.pop({reinterpret_cast<std::byte*>(&m), sizeof m});
     probe->consumer_at(expect);
-    if (r.status != tr::QueueStatus::ok || r.size != kMsg || m.seq != expect++) {
+    if (r.status != shmkit::QueueStatus::ok || r.size != kMsg || m.seq != expect++) {
       ok = false;
       break;
     }

@@ -1,6 +1,6 @@
 // rpc_roundtrip_64B: one iteration = a 64-byte request from this process and a 64-byte reply from a
 // forked partner process (real time per round trip). Variants:
-//   shmkit_channel       transport::ChannelClient::call to a ChannelServer (wire frames in a shared
+//   shmkit_channel       shmkit::ChannelClient::call to a ChannelServer (wire frames in a shared
 //                        packet window; spin, then futex)
 //   unix_socketpair      write 64 / read 64 on a SOCK_STREAM socketpair, both ways
 //   boost_message_queue  boost::interprocess::message_queue, one queue each way
@@ -32,7 +32,6 @@
 namespace {
 
 namespace sys = shmkit::sys;
-namespace tr = shmkit::transport;
 constexpr std::size_t kMsg = 64;
 
 using shmkit::bench::fork_partner;
@@ -44,14 +43,14 @@ using shmkit::bench::SharedMap;
 constexpr shmkit::transport::wire::MsgId kEchoId = 32;
 
 void bm_shmkit_channel(benchmark::State& state) {
-  const std::size_t bytes = 4096 + tr::Channel::required_bytes(1, shmkit::transport::wire::kMinMaxMessage);
+  const std::size_t bytes = 4096 + shmkit::Channel::required_bytes(1, shmkit::transport::wire::kMinMaxMessage);
   SharedMap mem(bytes);
   if (mem.get() == nullptr) return state.SkipWithError("mmap failed");
   auto* stop = new (mem.get()) std::atomic<bool>(false);
-  tr::Channel ch = tr::Channel::create(mem.get() + 4096, bytes - 4096, 1, shmkit::transport::wire::kMinMaxMessage);
+  shmkit::Channel ch = shmkit::Channel::create(mem.get() + 4096, bytes - 4096, 1, shmkit::transport::wire::kMinMaxMessage);
   pid_t pid = fork_partner([&] {
-    tr::ChannelServer srv(ch);
-    srv.handle(kEchoId, [](const tr::Request& r, shmkit::transport::wire::Writer& w) {
+    shmkit::ChannelServer srv(ch);
+    srv.handle(kEchoId, [](const shmkit::Request& r, shmkit::transport::wire::Writer& w) {
       w.bytes(r.payload);  // a 64-byte reply
       return 0;
     });
@@ -63,12 +62,12 @@ void bm_shmkit_channel(benchmark::State& state) {
   while (ch.control()->server_up.load(std::memory_order_acquire) == 0) sys::cpu_relax();
   bool ok = true;
   {
-    tr::ChannelClient cl = tr::ChannelClient::connect(ch);
+    shmkit::ChannelClient cl = shmkit::ChannelClient::connect(ch);
     std::byte req[kMsg];
     std::memset(req, 0x5a, sizeof req);
     for (auto _ : state) {
-      tr::CallResult r = cl.call(kEchoId, req);
-      if (r.status != tr::ChannelStatus::ok || r.reply.size() != kMsg) {
+      shmkit::CallResult r = cl.call(kEchoId, req);
+      if (r.status != shmkit::ChannelStatus::ok || r.reply.size() != kMsg) {
         ok = false;
         break;
       }
