@@ -12,11 +12,11 @@ namespace shmkit::sys {
 using detail::retry;
 
 namespace {
-// The message send_fd and recv_fd exchange: one byte (a stream socket cannot carry ancillary data
-// alone) and a control buffer for one SCM_RIGHTS descriptor.
-msghdr one_byte_with_control(iovec& byte, char* control, std::size_t control_len) noexcept {
+// A message of one buffer with a control buffer for ancillary data (send_fd and recv_fd send one
+// byte, since a stream socket cannot carry ancillary data alone).
+msghdr message_with_control(iovec& data, char* control, std::size_t control_len) noexcept {
   msghdr msg{};
-  msg.msg_iov = &byte;
+  msg.msg_iov = &data;
   msg.msg_iovlen = 1;
   msg.msg_control = control;
   msg.msg_controllen = control_len;
@@ -41,11 +41,29 @@ ssize_t sendv(int fd, const iovec* iov, std::size_t iovcnt, int flags) noexcept 
   return retry([&] { return ::sendmsg(fd, &msg, flags); });
 }
 
+ssize_t recv_with_sender(int fd, void* buf, std::size_t len, int flags, pid_t* sender) noexcept {
+  *sender = 0;
+  iovec iov{buf, len};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))] = {};
+  msghdr msg = message_with_control(iov, control, sizeof control);
+  ssize_t r = retry([&] { return ::recvmsg(fd, &msg, flags); });
+  if (r <= 0) return r;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
+        c->cmsg_len == CMSG_LEN(sizeof(ucred))) {
+      ucred cred;
+      std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
+      *sender = cred.pid;
+    }
+  }
+  return r;
+}
+
 int send_fd(int sock, int fd) noexcept {
   char byte = 'F';
   iovec iov{&byte, 1};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg = one_byte_with_control(iov, control, sizeof control);
+  msghdr msg = message_with_control(iov, control, sizeof control);
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
   SHMKIT_ASSERT_INTERNAL(c != nullptr);  // control[] is CMSG_SPACE(sizeof(int)): room for one header
   c->cmsg_level = SOL_SOCKET;
@@ -60,7 +78,7 @@ int recv_fd(int sock) noexcept {
   char byte = 0;
   iovec iov{&byte, 1};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg = one_byte_with_control(iov, control, sizeof control);
+  msghdr msg = message_with_control(iov, control, sizeof control);
   ssize_t r = retry([&] { return ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); });
   if (r < 0) return static_cast<int>(r);
   if (r == 0) return -EPIPE;
