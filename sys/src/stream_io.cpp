@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "retry.hpp"
 
@@ -28,6 +29,28 @@ ssize_t sendv(int fd, const iovec* iov, std::size_t iovcnt, int flags) noexcept 
   msg.msg_iov = const_cast<iovec*>(iov);
   msg.msg_iovlen = iovcnt;
   return retry([&] { return ::sendmsg(fd, &msg, flags); });
+}
+
+ssize_t recv_with_sender(int fd, void* buf, std::size_t len, int flags, pid_t* sender) noexcept {
+  *sender = 0;
+  iovec iov{buf, len};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t r = retry([&] { return ::recvmsg(fd, &msg, flags); });
+  if (r <= 0) return r;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
+        c->cmsg_len == CMSG_LEN(sizeof(ucred))) {
+      ucred cred;
+      std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
+      *sender = cred.pid;
+    }
+  }
+  return r;
 }
 
 int set_nonblocking(int fd, bool on) noexcept {

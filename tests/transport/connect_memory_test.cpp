@@ -91,6 +91,25 @@ TEST(ConnectMemory, SocketOnlyIsHonoured) {
   EXPECT_EQ(agent.finish(), 0);
 }
 
+// The selector offers io_uring (it used to try only vm and socket, whatever the README said).
+TEST(ConnectMemory, UringChoiceGivesTheUringTransport) {
+  AgentProcess agent(false);
+  ConnectOptions co;
+  co.choice = TransportChoice::uring;
+  Connection c = connect_memory(agent.connect(), co);
+  if (c.transport->kind() == "socket") {
+    // Only where the kernel refuses io_uring, and the reason says so.
+    EXPECT_NE(c.reason.find("io_uring unavailable"), std::string::npos) << c.reason;
+  } else {
+    EXPECT_EQ(c.transport->kind(), "uring") << c.reason;
+  }
+  std::vector<std::uint8_t> buf(100000);
+  ASSERT_EQ(c.transport->read(c.transport->windows()[0].address + 3, buf.data(), buf.size()), 0);
+  for (std::size_t i = 0; i < buf.size(); ++i) ASSERT_EQ(buf[i], testing::pattern(0, 3 + i)) << i;
+  c.transport.reset();
+  EXPECT_EQ(agent.finish(), 0);
+}
+
 TEST(ConnectMemory, HandshakeWithSomethingThatIsNotAnAgentFails) {
   int sv[2];
   ASSERT_EQ(sys::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);

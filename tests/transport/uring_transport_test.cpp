@@ -5,7 +5,7 @@
 // zero-copy reads into the transport's arena; a wait that times out abandons its request without
 // the late reply ever reaching the caller's buffer; a peer killed with requests in flight
 // completes every one of them with an error; and where io_uring is unavailable (seccomp in a
-// forked child) a clear Errc::unsupported, with connect_uring_or falling back to the socket
+// forked child) a clear Errc::unsupported, with connect_memory(TransportChoice::uring) falling back to the socket
 // transport. Tests that need io_uring skip themselves, with the reason, where it is missing.
 #include <gtest/gtest.h>
 #include <linux/filter.h>
@@ -21,7 +21,9 @@
 #include <thread>
 #include <vector>
 
+#include "fake_agent.hpp"
 #include "memory_agent_fixture.hpp"
+#include "shmkit/transport/connect_memory.hpp"
 #include "transport_checks.hpp"
 #include "shmkit/sys/uring.hpp"
 #include "shmkit/transport/socket_transport.hpp"
@@ -208,6 +210,38 @@ TEST(UringTransport, TimedOutWaitAbandonsWithoutLateWrites) {
   for (auto b : buf) ASSERT_EQ(b, 0xEE);  // the late reply never reached the abandoned buffer
 }
 
+// A reply that had started arriving straight into the caller's arena buffer when wait() timed out
+// (a read of 64 KiB or more): the rest of it must not land there once wait() has returned.
+TEST(UringTransport, TimedOutArenaReadWhoseReplyHadStartedNeverWritesTheBuffer) {
+  SKIP_WITHOUT_URING();
+  int resume[2];
+  ASSERT_EQ(sys::pipe2(resume, O_CLOEXEC), 0);
+  testing::FakeAgent fake;
+  fake.stall_after = 32 << 10;  // header + 32 KiB, then the agent waits for the test
+  fake.resume_fd = resume[0];
+  testing::FakeAgentProcess agent(fake);
+  (void)sys::close(resume[0]);
+  UringTransport t(agent.client_fd);
+  constexpr std::size_t kLen = 256 << 10;
+  SpanArena::Span buf = t.allocate(kLen);
+  ASSERT_TRUE(buf);
+  {
+    UringRequest r;
+    ASSERT_EQ(t.read_async(t.windows()[0].address, buf.data, kLen, r), 0);
+    EXPECT_EQ(t.wait(r, 300), -ETIMEDOUT);
+  }
+  EXPECT_GE(t.stats().direct_bytes + t.stats().copied_bytes, 1u) << "the reply had not started";
+  std::memset(buf.data, 0, kLen);  // the caller reuses its buffer
+  const char go = 1;
+  ASSERT_EQ(sys::write(resume[1], &go, 1), 1);  // the rest of the reply leaves the agent now
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (std::size_t i = 0; i < kLen; ++i) ASSERT_EQ(buf.data[i], std::byte{0}) << "late byte at " << i;
+  std::uint8_t b = 0;
+  EXPECT_LT(t.read(t.windows()[0].address, &b, 1), 0);  // the stream position was lost: broken
+  t.release(buf);
+  (void)sys::close(resume[1]);
+}
+
 TEST(UringTransport, PeerKilledWithRequestsInFlightCompletesAllWithAnError) {
   SKIP_WITHOUT_URING();
   AgentProcess agent(true);
@@ -258,10 +292,12 @@ TEST(UringTransport, UnavailableIsUnsupportedAndFallsBackToTheSocketTransport) {
         if (std::string(e.what()).find("io_uring") == std::string::npos) return 6;
       }
       // The socket was left untouched: the fallback speaks to the agent on it.
-      auto m = connect_uring_or(fd, {}, [](int f) -> std::unique_ptr<MemoryTransport> {
-        return std::make_unique<SocketTransport>(f);
-      });
-      if (m->kind() != "socket") return 7;
+      ConnectOptions co;
+      co.choice = TransportChoice::uring;
+      Connection conn = connect_memory(fd, co);
+      if (conn.transport->kind() != "socket" ||
+          conn.reason.find("socket: io_uring unavailable") != 0) return 7;
+      MemoryTransport* m = conn.transport.get();
       std::uint8_t b[16];
       if (m->read(m->windows()[0].address + 10, b, sizeof b) != 0) return 8;
       for (int i = 0; i < 16; ++i) {

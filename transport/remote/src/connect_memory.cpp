@@ -29,8 +29,27 @@ bool find_cookie(const wire::Hello& h, std::uint64_t& addr, std::uint64_t& value
 }  // namespace
 
 Connection connect_memory(int fd, const ConnectOptions& opts) {
+  std::string uring_why;
+  if (opts.choice == TransportChoice::uring) {
+    try {
+      auto u = std::make_unique<UringTransport>(fd, opts.uring);
+      std::string reason = "uring: asked for the io_uring transport";
+      log().info("connect_memory: {}", reason);
+      return {std::move(u), reason};
+    } catch (const Error& e) {
+      // Errc::unsupported comes from the ring's set-up, before the socket is touched (the
+      // UringTransport contract), so the same connection can still do the socket handshake.
+      if (e.code() != Errc::unsupported) throw;
+      uring_why = std::string("io_uring unavailable (") + e.what() + ")";
+    }
+  }
   auto sock = std::make_unique<SocketTransport>(fd, opts.socket);
   const pid_t pid = sock->remote_pid();
+  if (!uring_why.empty()) {
+    std::string reason = "socket: " + uring_why;
+    log().info("connect_memory: {}", reason);
+    return {std::move(sock), reason};
+  }
   if (opts.choice == TransportChoice::socket_only)
     return {std::move(sock), "socket: asked for the socket transport"};
 
@@ -39,7 +58,7 @@ Connection connect_memory(int fd, const ConnectOptions& opts) {
   if (!find_cookie(sock->peer_hello(), cookie_addr, cookie)) {
     why = "the agent announced no vm-cookie";
   } else if (pid <= 0) {
-    why = "the agent announced no pid";
+    why = "the kernel names no sender pid for the agent's Hello (the agent is in another pid namespace)";
   } else {
     int r = VmTransport::probe(pid, cookie_addr, &seen, sizeof seen);
     if (r < 0)

@@ -13,6 +13,7 @@
 #include "shmkit/sys/stream_io.hpp"
 #include "shmkit/sys/syscall.hpp"
 #include "shmkit/transport/frame_io.hpp"
+#include "agent_handshake.hpp"
 
 namespace shmkit::transport {
 
@@ -23,13 +24,6 @@ namespace {
 constexpr std::size_t kErrorFrameMax =
     wire::kHeaderSize + sizeof(wire::ErrorFixed) + 4 + wire::kMaxErrorDetail;
 
-[[noreturn]] void throw_setup(int err, const std::string& what) {
-  Errc code = err == ETIMEDOUT ? Errc::timed_out
-              : (err == EPIPE || err == ECONNRESET) ? Errc::peer_closed
-              : (err == EPROTO || err == EBADMSG || err == EMSGSIZE) ? Errc::protocol
-                                                                     : errc_from_errno(err);
-  throw Error(code, "SocketTransport: " + what + ": " + std::strerror(err), err);
-}
 }  // namespace
 
 SocketTransport::SocketTransport(int fd, const SocketTransportOptions& opts) : fd_(fd), opts_(opts) {
@@ -46,35 +40,12 @@ SocketTransport::SocketTransport(int fd, const SocketTransportOptions& opts) : f
     (void)sys::set_socket_timeout(fd, SO_SNDTIMEO, ms);
     if (opts_.pipeline_depth < 1) opts_.pipeline_depth = 1;
 
-    std::array<std::byte, wire::kMinMaxMessage> buf{};
-    wire::Hello mine;
-    mine.max_message = opts_.max_message;
-    mine.pid = ::getpid();
-    mine.features = {"memory-client"};
-    std::uint32_t n = wire::encode_hello(buf, 0, mine);
-    if (int r = send_all(fd, buf.data(), n, Deadline::after(opts_.io_timeout)); r < 0)
-      throw_setup(-r, "sending Hello");
-    // The agent's Hello may list many features: allow up to our own maximum (bounded).
-    std::vector<std::byte> in(std::min<std::uint32_t>(opts_.max_message, 1u << 20));
-    wire::Header h;
-    long got = recv_frame(fd, h, in, opts_.max_message, Deadline::after(opts_.io_timeout));
-    if (got < 0) throw_setup(static_cast<int>(-got), "receiving the agent's Hello");
-    std::span<const std::byte> payload(in.data(), static_cast<std::size_t>(got));
-    if (h.id == wire::ids::error) {
-      wire::ErrorView e;
-      if (wire::decode_error(payload, e) == wire::Status::ok)
-        throw_setup(e.code, "the agent refused the Hello (" + std::string(e.detail) + ")");
-      throw_setup(EPROTO, "malformed Error reply to Hello");
-    }
-    if (h.id != wire::ids::hello) throw_setup(EPROTO, "the peer's first frame is not a Hello");
-    if (auto s = wire::decode_hello(payload, peer_); s != wire::Status::ok)
-      throw_setup(wire::to_errno(s), "the agent's Hello is malformed");
-    if (!peer_.has_feature("memory") || !peer_.serves(mp::ids::read) ||
-        !peer_.serves(mp::ids::write) || !peer_.serves(mp::ids::windows))
-      throw Error(Errc::unsupported, "SocketTransport: the peer is not a memory agent");
-    max_message_ = wire::negotiate_max(opts_.max_message, peer_.max_message);
+    detail::AgentSession session = detail::handshake_with_agent(
+        fd, "SocketTransport", opts_.max_message, {"memory-client"}, Deadline::after(opts_.io_timeout));
+    peer_ = std::move(session.hello);
+    max_message_ = session.max_message;
     max_data_ = mp::max_data(max_message_);
-    if (int r = refresh_windows(); r < 0) throw_setup(-r, "fetching the window list");
+    windows_ = std::move(session.windows);
   } catch (...) {
     if (opts_.own_fd) (void)sys::close(fd);
     throw;
@@ -125,17 +96,8 @@ int SocketTransport::refresh_windows() noexcept {
   }
   if (int r = recv_exact(fd_, buf.data(), buf.size(), Deadline::after(opts_.io_timeout)); r < 0)
     return fail(r);
-  wire::Reader rd(buf);
-  wire::SliceView<WindowDesc> ws;
-  if (!rd.slice(ws) || rd.finish() != wire::Status::ok) return fail(-EPROTO);
   std::vector<WindowDesc> out;
-  try {
-    out = ws.to_vector();
-  } catch (...) {
-    return -ENOMEM;
-  }
-  for (const auto& w : out)
-    if (w.address + w.length < w.address) return fail(-EPROTO);  // INVARIANT1 of WindowDesc
+  if (int r = detail::decode_windows(buf, out); r < 0) return r == -ENOMEM ? r : fail(r);
   windows_ = std::move(out);
   return 0;
 }

@@ -1,5 +1,7 @@
 #include "shmkit/transport/uring_transport.hpp"
 
+#include "agent_handshake.hpp"
+
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -103,60 +105,12 @@ UringTransport::UringTransport(int fd, const UringTransportOptions& opts) : fd_(
 }
 
 void UringTransport::handshake() {
-  const Deadline deadline = Deadline::after(opts_.io_timeout);
-  std::vector<std::byte> buf(std::max<std::size_t>(opts_.max_message, wire::kMinMaxMessage));
-  wire::Hello mine;
-  mine.max_message = opts_.max_message;
-  mine.pid = static_cast<std::int32_t>(::getpid());
-  mine.features = {"uring"};
-  std::uint32_t n = wire::encode_hello(buf, 0, mine);
-  if (n == 0) throw Error(Errc::invalid_argument, "UringTransport: Hello does not fit max_message");
-  if (int r = send_all(fd_, buf.data(), n, deadline); r < 0) {
-    throw_errno("UringTransport: sending Hello to the agent", -r);
-  }
-  // Receives one reply frame for `tag` 0 and `id`; the payload size.
-  auto expect = [&](wire::MsgId id, const char* what) -> std::size_t {
-    wire::Header h{};
-    long p = recv_frame(fd_, h, buf, opts_.max_message, deadline);
-    if (p < 0) throw_errno(std::string("UringTransport: receiving ") + what + " from the agent", -static_cast<int>(p));
-    const auto payload = std::span<const std::byte>(buf.data(), static_cast<std::size_t>(p));
-    if (h.id == wire::ids::error) {
-      wire::ErrorView ev;
-      std::string detail = wire::decode_error(payload, ev) == wire::Status::ok
-                               ? std::string(ev.detail) : std::string("malformed Error");
-      throw Error(Errc::protocol, std::string("UringTransport: the agent refused ") + what + ": " + detail,
-                  ev.code);
-    }
-    if (h.id != id || h.tag != 0) {
-      throw Error(Errc::protocol, std::string("UringTransport: expected ") + what +
-                                      " from the agent, got message id " + std::to_string(h.id));
-    }
-    return static_cast<std::size_t>(p);
-  };
-  std::size_t p = expect(wire::ids::hello, "Hello");
-  if (auto s = wire::decode_hello(std::span<const std::byte>(buf.data(), p), peer_); s != wire::Status::ok) {
-    throw Error(Errc::protocol, std::string("UringTransport: malformed Hello from the agent: ") +
-                                    std::string(wire::to_string(s)));
-  }
-  if (!peer_.serves(mp::ids::read) || !peer_.serves(mp::ids::write) || !peer_.serves(mp::ids::windows)) {
-    throw Error(Errc::protocol, "UringTransport: the peer is not a memory agent (it serves no "
-                                   "Read/Write/Windows)");
-  }
-  max_message_ = wire::negotiate_max(opts_.max_message, peer_.max_message);
+  detail::AgentSession session = detail::handshake_with_agent(fd_, "UringTransport", opts_.max_message,
+                                                              {"uring"}, Deadline::after(opts_.io_timeout));
+  peer_ = std::move(session.hello);
+  max_message_ = session.max_message;
   chunk_ = static_cast<std::size_t>(std::min<std::uint64_t>(opts_.chunk, mp::max_data(max_message_)));
-  wire::Writer w(buf);
-  w.begin(mp::ids::windows, 0);
-  n = w.finish();
-  if (int r = send_all(fd_, buf.data(), n, deadline); r < 0) {
-    throw_errno("UringTransport: asking the agent for its windows", -r);
-  }
-  p = expect(mp::ids::windows, "Windows");
-  wire::Reader rd(std::span<const std::byte>(buf.data(), p));
-  wire::SliceView<WindowDesc> v;
-  if (!rd.slice(v) || rd.finish() != wire::Status::ok) {
-    throw Error(Errc::protocol, "UringTransport: malformed Windows reply from the agent");
-  }
-  windows_ = v.to_vector();
+  windows_ = std::move(session.windows);
 }
 
 UringTransport::~UringTransport() {
@@ -276,7 +230,7 @@ int UringTransport::wait(UringRequest& req, int timeout_ms) noexcept {
     if (timeout_ms >= 0) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()).count();
       if (left <= 0) {
-        abandon_locked(req);
+        abandon_locked(lk, req);
         return -ETIMEDOUT;
       }
       ms = static_cast<int>(left);
@@ -306,18 +260,33 @@ bool UringTransport::test(UringRequest& req, int* result) noexcept {
 }
 
 void UringTransport::abandon(UringRequest& req) noexcept {
-  std::lock_guard lk(mu_);
-  if (req.owner_ == this) abandon_locked(req);
+  std::unique_lock lk(mu_);
+  if (req.owner_ == this) abandon_locked(lk, req);
 }
 
-void UringTransport::abandon_locked(UringRequest& req) noexcept {
+void UringTransport::abandon_locked(std::unique_lock<std::mutex>& lk, UringRequest& req) noexcept {
   // Its chunks stay reserved until their replies arrive (tags stay unique), but nothing is
   // delivered to req or its buffer any more.
-  for (auto& c : chunks_) {
-    if (c.in_use && c.req == &req) c.req = nullptr;
+  bool receiving_into_req = false;
+  for (std::uint32_t i = 0; i < chunks_.size(); ++i) {
+    Chunk& c = chunks_[i];
+    if (!c.in_use || c.req != &req) continue;
+    if (i == direct_chunk_) receiving_into_req = true;
+    c.req = nullptr;
   }
   req.chunks_left_ = 0;
   req.owner_ = nullptr;
+  if (!receiving_into_req) return;
+  // A reply is arriving straight into req's buffer (a big read into arena memory, INVARIANT9):
+  // the kernel's receive into it cannot be redirected, and the stream position is the middle of
+  // that payload. Break the stream (shutdown ends the receive at once) and wait for the receive's
+  // completion, so that no byte lands in the buffer once this returns (the caller may reuse it).
+  break_locked(-ETIMEDOUT);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (recv_in_flight_ && std::chrono::steady_clock::now() < give_up) drive_locked(lk, 100);
+  if (recv_in_flight_)
+    log().error("UringTransport on fd {}: a receive into an abandoned buffer did not end in 10 s "
+                "after shutdown", fd_);
 }
 
 void UringTransport::drive_locked(std::unique_lock<std::mutex>& lk, int timeout_ms) noexcept {
@@ -485,7 +454,9 @@ void UringTransport::on_recv_locked(int res) noexcept {
   recv_target_ = nullptr;
   recv_len_ = 0;
   ++stats_.receives;
-  if (res == 0) {
+  if (broken_ != 0) {
+    // The stream is gone and every chunk completed: what this receive brought is dropped.
+  } else if (res == 0) {
     break_locked(-EPIPE);  // the agent closed (or died)
   } else if (res < 0 && !retryable(res)) {
     break_locked(peer_error(res));
@@ -603,6 +574,7 @@ void UringTransport::break_locked(int err) noexcept {
   for (std::uint32_t i = 0; i < chunks_.size(); ++i) {
     if (chunks_[i].in_use) complete_chunk_locked(i, broken_);
   }
+  direct_chunk_ = kNone;  // its chunk is completed: a receive still in flight delivers nothing
   if (!send_in_flight_) {
     for (auto& f : unsent_) arena_->free(f.span);
     unsent_.clear();
@@ -686,20 +658,6 @@ bool UringTransport::broken() const noexcept {
 UringTransportStats UringTransport::stats() const noexcept {
   std::lock_guard lk(mu_);
   return stats_;
-}
-
-std::unique_ptr<MemoryTransport> connect_uring_or(
-    int fd, const UringTransportOptions& opts,
-    const std::function<std::unique_ptr<MemoryTransport>(int fd)>& fallback) {
-  try {
-    auto t = std::make_unique<UringTransport>(fd, opts);
-    log().info("memory transport on fd {}: io_uring", fd);
-    return t;
-  } catch (const Error& e) {
-    if (e.code() != Errc::unsupported || !fallback) throw;
-    log().info("memory transport on fd {}: {}; falling back", fd, e.what());
-    return fallback(fd);
-  }
 }
 
 }  // namespace shmkit::transport

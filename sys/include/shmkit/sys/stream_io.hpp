@@ -22,6 +22,12 @@ namespace shmkit::sys {
 [[nodiscard]] ssize_t recv(int fd, void* buf, std::size_t len, int flags) noexcept;
 /// sendmsg(2) of an iovec array (no ancillary data).
 [[nodiscard]] ssize_t sendv(int fd, const iovec* iov, std::size_t iovcnt, int flags) noexcept;
+/// recv(2) on a unix socket that also reports the pid the kernel recorded for the sender of the
+/// bytes received (SCM_CREDENTIALS: the kernel fills in the real sender unless the sender had
+/// CAP_SYS_ADMIN and named another). Needs SO_PASSCRED on `fd` before the peer sent them;
+/// *sender is 0 when no credentials came (or the sender is outside this pid namespace).
+[[nodiscard]] ssize_t recv_with_sender(int fd, void* buf, std::size_t len, int flags,
+                                       pid_t* sender) noexcept;
 
 /// O_NONBLOCK on or off; 0 or -errno.
 [[nodiscard]] int set_nonblocking(int fd, bool on) noexcept;

@@ -39,6 +39,17 @@ namespace shmkit::sys {
 [[nodiscard]] int fchmod(int fd, mode_t mode) noexcept;
 [[nodiscard]] int flock(int fd, int op) noexcept;
 [[nodiscard]] ssize_t pread(int fd, void* buf, std::size_t len, off_t offset) noexcept;
+[[nodiscard]] ssize_t pwrite(int fd, const void* buf, std::size_t len, off_t offset) noexcept;
+/// Open-file-description record locks (F_OFD_SETLK / F_OFD_GETLK) on [start, start+len): owned by
+/// the open file description, so shared by every process that inherited the descriptor and
+/// released when the last descriptor for it closes (or its last holder dies).
+/// ofd_lock: 0, or -EAGAIN when a conflicting lock is held. type: F_RDLCK, F_WRLCK or F_UNLCK.
+[[nodiscard]] int ofd_lock(int fd, short type, off_t start, off_t len) noexcept;
+/// 1 when another open file description holds a lock conflicting with `type` on the range,
+/// 0 when none does, or -errno.
+[[nodiscard]] int ofd_lock_conflicts(int fd, short type, off_t start, off_t len) noexcept;
+/// fcntl(F_ADD_SEALS) on a memfd created with MFD_ALLOW_SEALING.
+[[nodiscard]] int add_seals(int fd, int seals) noexcept;
 [[nodiscard]] ssize_t read(int fd, void* buf, std::size_t len) noexcept;
 [[nodiscard]] ssize_t write(int fd, const void* buf, std::size_t len) noexcept;
 [[nodiscard]] ssize_t readv(int fd, const iovec* iov, int iovcnt) noexcept;

@@ -32,11 +32,14 @@
 ///  * A peer that dies or a stream that breaks (EOF, reset, malformed reply) completes every
 ///    request in flight with an error (-EPIPE, -ECONNRESET, -EPROTO); later calls return -EPIPE.
 ///    A wait that times out abandons its request (-ETIMEDOUT): a late reply is discarded, never
-///    written to the caller's buffer.
+///    written to the caller's buffer. When the reply was already being received straight into
+///    the caller's arena buffer, the stream position is lost: the transport breaks (later calls
+///    return -ETIMEDOUT) and the timed-out wait returns only once the kernel's receive into that
+///    buffer has ended.
 ///
 /// Where io_uring is unavailable the constructor throws shmkit::Error(Errc::unsupported) saying
 /// why, before touching the socket: the caller still owns fd and can hand it to SocketTransport
-/// (connect_uring_or() does exactly that).
+/// (connect_memory() with TransportChoice::uring does exactly that).
 #pragma once
 
 #include <chrono>
@@ -175,7 +178,7 @@ class UringTransport final : public MemoryTransport {
   void parse_locked() noexcept;
   void complete_chunk_locked(std::uint32_t idx, int err) noexcept;
   void break_locked(int err) noexcept;
-  void abandon_locked(UringRequest& req) noexcept;
+  void abandon_locked(std::unique_lock<std::mutex>& lk, UringRequest& req) noexcept;
   void abandon(UringRequest& req) noexcept;  // ~UringRequest of one still in flight
   /// One round of progress: waits up to timeout_ms for ring completions (as the driver, when no
   /// other thread drives) and handles them. Called with lk held; may drop it.
@@ -218,6 +221,9 @@ class UringTransport final : public MemoryTransport {
                                      /// reply bytes are staging_[rbeg_, rend_)
   bool recv_in_flight_ = false;
   /// Direct receive of a big read reply's payload into its arena destination.
+  /// INVARIANT9: a receive writes into a caller's buffer only while direct_chunk_ names an in-use
+  /// chunk whose req is non-null; abandoning that req breaks the stream and waits for the
+  /// receive to end (abandon_locked), and break_locked resets direct_chunk_.
   std::uint32_t direct_chunk_ = UINT32_MAX;
   std::uint64_t direct_done_ = 0;
   std::size_t need_ = 0;             // length of a reply frame only partly in staging_
@@ -226,11 +232,5 @@ class UringTransport final : public MemoryTransport {
   std::vector<SpanArena::Span> deferred_release_;  // released while a receive targets them
   UringTransportStats stats_;
 };
-
-/// Tries UringTransport on fd; where io_uring is unavailable (Errc::unsupported) calls
-/// fallback(fd) instead (e.g. constructing a SocketTransport) and logs which it picked.
-std::unique_ptr<MemoryTransport> connect_uring_or(
-    int fd, const UringTransportOptions& opts,
-    const std::function<std::unique_ptr<MemoryTransport>(int fd)>& fallback);
 
 }  // namespace shmkit::transport
