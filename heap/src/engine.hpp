@@ -20,7 +20,7 @@
 //   undo_tx.hpp        the undo-log transaction and the locks with their owner-death repair
 //   arena.hpp          arena lock: bins, alloc/free with coalescing, scavenge, flush, growth
 //   central_lists.hpp  class lock k: refill and spill of a cache bin from and to central list k
-//   thread_cache.hpp   no lock: this thread's cache slot (claiming and releasing: thread_cache.cpp)
+//   thread_cache.hpp   no lock: this thread's cache slot (claiming and releasing: heap.cpp)
 //   allocate.hpp       allocate and deallocate: the full paths, and the checks of a user pointer
 #pragma once
 
@@ -189,7 +189,7 @@ struct Engine {
   void spill(CacheSlot* s, int k, u64 count) noexcept;
   void push_central(int k, u64 ch, std::atomic<u64>* also_clear) noexcept;
 
-  // ---- this thread's cache: thread_cache.hpp; claiming and releasing slots: thread_cache.cpp ----
+  // ---- this thread's cache: thread_cache.hpp; claiming and releasing slots: heap.cpp ----
   static constexpr u64 batch_for(int k) noexcept;
   CacheSlot* my_slot() noexcept;
   CacheSlot* my_slot_if_any() const noexcept;

@@ -140,8 +140,7 @@ struct CacheBin {
 };
 
 // owner: 0 = free, else (tid << 32) | (low 32 bits of the thread's start time), claimed by one CAS.
-// pending: the chunk the owner is moving between a bin and the user (0 when none); see
-// cache_protocol.hpp and reclaim_slot (thread_cache.cpp).
+// pending: the chunk the owner is moving between a bin and the user (0 when none); see heap.cpp.
 struct alignas(64) CacheSlot {
   std::atomic<u64> owner;
   std::atomic<u64> pending;

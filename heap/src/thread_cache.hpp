@@ -1,6 +1,7 @@
 // This thread's cache slot: its lookup in the thread-local table, with no lock (the slot is
-// written only by its owner thread, cache_protocol.hpp), and the batch size of a class. Claiming,
-// releasing and reclaiming slots: thread_cache.cpp (my_slot_slow, release_slot, reclaim_slot).
+// written only by its owner thread, cache_protocol.hpp), and the batch size of a class.
+// Claiming, releasing and reclaiming slots: heap.cpp (my_slot_slow, release_slot, reclaim_slot),
+// kept in that translation unit: moved out, GCC inlines the engine's slow paths there differently.
 // Part of the Engine (engine.hpp), included at the end of engine.hpp: include that, not this file.
 #pragma once
 
