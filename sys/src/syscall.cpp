@@ -41,6 +41,11 @@ int memfd_create(const char* name, unsigned flags) noexcept {
   int fd = ::memfd_create(name, flags);
   return fd >= 0 ? fd : -errno;
 }
+int add_seals(int fd, int seals) noexcept { return ::fcntl(fd, F_ADD_SEALS, seals) == 0 ? 0 : -errno; }
+int get_seals(int fd) noexcept {
+  int r = ::fcntl(fd, F_GET_SEALS);
+  return r >= 0 ? r : -errno;
+}
 int close(int fd) noexcept { return ::close(fd) == 0 ? 0 : -errno; }
 int ftruncate(int fd, off_t len) noexcept { return retry([&] { return ::ftruncate(fd, len); }); }
 int fallocate(int fd, off_t offset, off_t len) noexcept {

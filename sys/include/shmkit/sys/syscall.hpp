@@ -29,6 +29,9 @@ namespace shmkit::sys {
 [[nodiscard]] int shm_open(const char* name, int flags, mode_t mode) noexcept;  // fd or -errno
 [[nodiscard]] int shm_unlink(const char* name) noexcept;
 [[nodiscard]] int memfd_create(const char* name, unsigned flags) noexcept;
+/// fcntl F_ADD_SEALS / F_GET_SEALS on a memfd created with MFD_ALLOW_SEALING: 0 / the seals, or -errno.
+[[nodiscard]] int add_seals(int fd, int seals) noexcept;
+[[nodiscard]] int get_seals(int fd) noexcept;
 [[nodiscard]] int close(int fd) noexcept;  // never retried on EINTR (the fd is gone either way)
 [[nodiscard]] int ftruncate(int fd, off_t len) noexcept;
 /// Allocates backing store for [offset, offset+len) so later page faults cannot fail for lack of
