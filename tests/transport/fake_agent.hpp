@@ -32,6 +32,7 @@ struct FakeAgent {
   std::size_t stall_after = SIZE_MAX;
   int resume_fd = -1;
   std::uint8_t fill = 0xAB;      // the bytes of every Read reply
+  bool grants_lease = true;      // false: an agent from before vm leases (memproto::ids::lease)
 };
 
 // Answers one client the way an agent would, with `fake`'s lies; then waits for the client to hang
@@ -44,7 +45,8 @@ inline int serve_fake_agent(int fd, const FakeAgent& fake) {
   wire::Hello mine;
   mine.pid = fake.claimed_pid;
   if (fake.memory_agent) {
-    mine.ids = {mp::ids::windows, mp::ids::read, mp::ids::write, mp::ids::lease};
+    mine.ids = {mp::ids::windows, mp::ids::read, mp::ids::write};
+    if (fake.grants_lease) mine.ids.push_back(mp::ids::lease);
     char cookie[80];
     std::snprintf(cookie, sizeof cookie, "vm-cookie=%llx:%llx",
                   static_cast<unsigned long long>(reinterpret_cast<std::uintptr_t>(&g_cookie)),

@@ -298,7 +298,12 @@ struct Agent::Impl {
     if (windows.size() > kLeaseMaxWindows)
       return (void)send_error(c, c.header.tag, mp::ids::lease, E2BIG, "more windows than fit a lease page");
     int fd = -1;
-    LeaseMapping lease = LeaseMapping::create(window_descs(), &fd);  // throws only on a failed syscall
+    LeaseMapping lease;
+    try {
+      lease = LeaseMapping::create(window_descs(), &fd);
+    } catch (const Error& e) {  // out of descriptors or memory: this client does without vm
+      return (void)send_error(c, c.header.tag, mp::ids::lease, e.sys_errno() > 0 ? e.sys_errno() : ENOMEM, e.what());
+    }
     if (!flush(c)) return (void)sys::close(fd);  // replies gathered before this one go first
     const int r = send_lease(c.fd, c.header.tag, fd, io_deadline());
     (void)sys::close(fd);  // the client has its own descriptor, the agent its mapping
@@ -312,7 +317,7 @@ struct Agent::Impl {
   // hostile: its connection is shut down, so every later call of its VmTransport is -EPIPE.
   void revoke_in_leases(std::uint64_t address) {
     for (auto& c : clients)
-      if (c.lease && !c.closing && c.lease.revoke(address)) wait_for_lease(c);
+      if (c.lease && c.lease.revoke(address)) wait_for_lease(c);
   }
   void wait_for_lease(Client& c) {
     const int r = c.lease.wait_until_idle(c.fd, io_deadline());

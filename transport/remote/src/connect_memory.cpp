@@ -76,11 +76,16 @@ Connection connect_memory(int fd, const ConnectOptions& opts) {
   if (why.empty()) {
     // Without a lease the agent could not keep unexport_window()'s promise towards this client.
     std::string lease_why;
-    if (!sock->peer_hello().serves(mp::ids::lease))
+    bool refused = false;
+    if (!sock->peer_hello().serves(mp::ids::lease)) {
       why = "the agent grants no vm lease (an older agent)";
-    else if (request_lease(sock->fd(), sock->max_message(), Deadline::after(opts.socket.io_timeout), lease, ws,
-                           lease_why) < 0)
+    } else if (int r = request_lease(sock->fd(), sock->max_message(), Deadline::after(opts.socket.io_timeout),
+                                     lease, ws, lease_why, &refused);
+               r < 0) {
+      if (!refused)  // the stream is out of step: not even the socket transport can use it
+        throw Error(r == -ETIMEDOUT ? Errc::timed_out : Errc::protocol, "connect_memory: " + lease_why, -r);
       why = "no vm lease: " + lease_why;
+    }
   }
   if (why.empty()) {
     std::string reason = "vm: process_vm_readv allowed on pid " + std::to_string(pid);

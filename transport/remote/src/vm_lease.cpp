@@ -75,6 +75,7 @@ LeaseMapping LeaseMapping::create(std::span<const WindowDesc> windows, int* fd_o
     lp->windows[i].address = windows[i].address;
     lp->windows[i].length = windows[i].length;
     lp->windows[i].access = windows[i].access;
+    lp->windows[i].flags = windows[i].flags;
   }
   *fd_out = fd;
   return LeaseMapping(lp);
@@ -102,7 +103,8 @@ int LeaseMapping::attach(int fd, LeaseMapping& out, std::vector<WindowDesc>& win
     return why = "out of memory", -ENOMEM;
   }
   for (std::uint32_t i = 0; i < count; ++i) {
-    const WindowDesc w{page->windows[i].address, page->windows[i].length, page->windows[i].access, 0};
+    const WindowDesc w{page->windows[i].address, page->windows[i].length, page->windows[i].access,
+                        page->windows[i].flags};
     if (w.length == 0 || w.address + w.length < w.address)
       return why = "the lease page holds an empty or wrapping window", -EPROTO;  // INVARIANT2
     ws.push_back(w);
@@ -156,7 +158,8 @@ int send_lease(int sock, wire::Tag tag, int lease_fd, Deadline deadline) noexcep
 }
 
 int request_lease(int sock, std::uint32_t max_message, Deadline deadline, LeaseMapping& out,
-                  std::vector<WindowDesc>& windows, std::string& why) noexcept {
+                  std::vector<WindowDesc>& windows, std::string& why, bool* refused) noexcept {
+  *refused = false;
   const wire::Header req{wire::kHeaderSize, mp::ids::lease, 0, 0};
   if (int r = send_all(sock, &req, sizeof req, deadline); r < 0) return why = "sending the Lease request failed", r;
   wire::Header h{};
@@ -171,6 +174,7 @@ int request_lease(int sock, std::uint32_t max_message, Deadline deadline, LeaseM
         wire::decode_error(std::span<const std::byte>(buf, n), e) != wire::Status::ok)
       return why = "malformed Error reply to the Lease request", -EPROTO;
     why = "the agent refused a lease: " + std::string(e.detail);
+    *refused = true;
     return e.code > 0 ? -e.code : -EPROTO;
   }
   if (h.id != mp::ids::lease || h.length != wire::kHeaderSize + 1)
@@ -185,6 +189,7 @@ int request_lease(int sock, std::uint32_t max_message, Deadline deadline, LeaseM
   if (fd < 0) return why = "the Lease reply carried no descriptor", fd == -EPIPE ? -EPIPE : -EPROTO;
   const int r = LeaseMapping::attach(fd, out, windows, why);
   (void)sys::close(fd);
+  *refused = r < 0;  // the whole reply was read: the stream is in step
   return r;
 }
 

@@ -41,6 +41,7 @@ struct LeaseWindow {
   std::uint64_t address;              // written once by the agent, before the page is passed
   std::uint64_t length;               // INVARIANT2: address + length does not wrap (checked on attach)
   std::uint32_t access;               // memproto::WindowAccess bits
+  std::uint32_t flags;                // memproto::WindowFlags bits (as in the Windows reply)
   std::atomic<std::uint32_t> revoked;  // 0, then 1 for ever; written by the agent only
 };
 
@@ -98,8 +99,10 @@ class LeaseMapping {
 [[nodiscard]] int send_lease(int sock, wire::Tag tag, int lease_fd, Deadline deadline) noexcept;
 
 /// Client side: asks the agent at `sock` (handshake done, nothing in flight) for a lease and maps
-/// it. 0, or -errno with `why` saying what failed (-EOPNOTSUPP: the agent does not grant leases).
+/// it. 0, or -errno with `why` saying what failed. After a failure the connection is still in step
+/// with the agent only when *refused is set (the agent answered with an Error, read whole, or a
+/// lease the client rejects); otherwise the stream position is lost.
 [[nodiscard]] int request_lease(int sock, std::uint32_t max_message, Deadline deadline, LeaseMapping& out,
-                                std::vector<WindowDesc>& windows, std::string& why) noexcept;
+                                std::vector<WindowDesc>& windows, std::string& why, bool* refused) noexcept;
 
 }  // namespace shmkit::transport
