@@ -16,6 +16,7 @@
 #include <atomic>
 #include <new>
 
+#include "cpu_load.hpp"
 #include "heap_bench_common.hpp"
 #include "shmkit/sys/syscall.hpp"
 
@@ -75,13 +76,9 @@ void contended(benchmark::State& state) {
   (void)shmkit::sys::munmap(mem, sizeof(Flags));
 }
 
-BENCHMARK(contended<heap_bench::ShmkitArena>)
-    ->Name("heap_contended_2proc_64B/shmkit")
-    ->Iterations(4000000)
-    ->UseRealTime();
-BENCHMARK(contended<heap_bench::BoostArena>)
-    ->Name("heap_contended_2proc_64B/boost_rbtree")
-    ->Iterations(1000000)
-    ->UseRealTime();
+SHMKIT_TWO_PROCESS_BENCHMARK_WITH(contended<heap_bench::ShmkitArena>, "heap_contended_2proc_64B/shmkit",
+                                  [](benchmark::internal::Benchmark* b) { b->Iterations(4000000); });
+SHMKIT_TWO_PROCESS_BENCHMARK_WITH(contended<heap_bench::BoostArena>, "heap_contended_2proc_64B/boost_rbtree",
+                                  [](benchmark::internal::Benchmark* b) { b->Iterations(1000000); });
 
 }  // namespace

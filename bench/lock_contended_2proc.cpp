@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <new>
 
+#include "cpu_load.hpp"
 #include "shmkit/locks/lock.hpp"
 #include "shmkit/sys/syscall.hpp"
 
@@ -96,10 +97,6 @@ void bm_contended(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK_TEMPLATE(bm_contended, ShmkitLock)->Name("lock_contended_2proc/shmkit_lock")->UseRealTime();
-BENCHMARK_TEMPLATE(bm_contended, RobustPthreadMutex)
-    ->Name("lock_contended_2proc/pthread_robust")
-    ->UseRealTime();
-BENCHMARK_TEMPLATE(bm_contended, boost::interprocess::interprocess_mutex)
-    ->Name("lock_contended_2proc/boost_mutex")
-    ->UseRealTime();
+SHMKIT_TWO_PROCESS_BENCHMARK(bm_contended<ShmkitLock>, "lock_contended_2proc/shmkit_lock");
+SHMKIT_TWO_PROCESS_BENCHMARK(bm_contended<RobustPthreadMutex>, "lock_contended_2proc/pthread_robust");
+SHMKIT_TWO_PROCESS_BENCHMARK(bm_contended<boost::interprocess::interprocess_mutex>, "lock_contended_2proc/boost_mutex");

@@ -33,6 +33,7 @@
 #include <new>
 #include <string>
 
+#include "cpu_load.hpp"
 #include "partner_process.hpp"
 #include "shmkit/sys/proc_control.hpp"
 #include "shmkit/sys/syscall.hpp"
@@ -41,7 +42,7 @@
 namespace {
 
 namespace sys = shmkit::sys;
-namespace tr = shmkit::transport;
+namespace tr = shmkit;  // the channel types live in namespace shmkit since the transport split
 constexpr std::size_t kMsg = 64;
 constexpr std::size_t kSlots = 1024;
 
@@ -101,18 +102,22 @@ void bm_shmkit_queue(benchmark::State& state) {
   const std::int64_t n = static_cast<std::int64_t>(state.max_iterations);
   pid_t pid = fork_partner([&] {
     Message m{};
+    // The one producer claims its side: no locked instruction per push (queue.hpp).
+    if (q.claim_producer() != tr::QueueStatus::ok) return 1;
     for (std::int64_t i = 0; i < n; ++i) {
       m.seq = static_cast<std::uint64_t>(i);
       probe->producer_at(m.seq);
       if (q.push({reinterpret_cast<std::byte*>(&m), sizeof m}).status != tr::QueueStatus::ok) return 1;
     }
+    q.release_producer();
     return 0;
   });
   if (pid < 0) return state.SkipWithError("fork failed");
   Message m;
   std::uint64_t expect = 0;
-  bool ok = true;
+  bool ok = q.claim_consumer() == tr::QueueStatus::ok;  // the one consumer, likewise
   for (auto _ : state) {
+    if (!ok) break;
     tr::QueueResult r = q.pop({reinterpret_cast<std::byte*>(&m), sizeof m});
     probe->consumer_at(expect);
     if (r.status != tr::QueueStatus::ok || r.size != kMsg || m.seq != expect++) {
@@ -120,6 +125,7 @@ void bm_shmkit_queue(benchmark::State& state) {
       break;
     }
   }
+  q.release_consumer();
   if (!reap_ok(pid, ok) || !ok) return state.SkipWithError("shmkit queue transfer failed");
   state.SetItemsProcessed(state.iterations());
   probe->report(state);
@@ -255,7 +261,7 @@ void bm_spin_ring_limit(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(bm_shmkit_queue)->Name("queue_oneway_64B/shmkit_queue")->UseRealTime();
-BENCHMARK(bm_boost_message_queue)->Name("queue_oneway_64B/boost_message_queue")->UseRealTime();
-BENCHMARK(bm_unix_seqpacket)->Name("queue_oneway_64B/unix_seqpacket")->UseRealTime();
-BENCHMARK(bm_spin_ring_limit)->Name("queue_oneway_64B/spin_ring_limit")->UseRealTime();
+SHMKIT_TWO_PROCESS_BENCHMARK(bm_shmkit_queue, "queue_oneway_64B/shmkit_queue");
+SHMKIT_TWO_PROCESS_BENCHMARK(bm_boost_message_queue, "queue_oneway_64B/boost_message_queue");
+SHMKIT_TWO_PROCESS_BENCHMARK(bm_unix_seqpacket, "queue_oneway_64B/unix_seqpacket");
+SHMKIT_TWO_PROCESS_BENCHMARK(bm_spin_ring_limit, "queue_oneway_64B/spin_ring_limit");

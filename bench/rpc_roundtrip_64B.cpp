@@ -24,6 +24,7 @@
 #include <string>
 
 #include "shmkit/sys/futex_word.hpp"
+#include "cpu_load.hpp"
 #include "partner_process.hpp"
 #include "shmkit/sys/proc_control.hpp"
 #include "shmkit/sys/syscall.hpp"
@@ -32,10 +33,11 @@
 namespace {
 
 namespace sys = shmkit::sys;
-namespace tr = shmkit::transport;
+namespace tr = shmkit;  // the channel types live in namespace shmkit since the transport split
 constexpr std::size_t kMsg = 64;
 
 using shmkit::bench::fork_partner;
+using shmkit::bench::full_io;
 using shmkit::bench::reap_ok;
 using shmkit::bench::SharedMap;
 
@@ -76,23 +78,11 @@ void bm_shmkit_channel(benchmark::State& state) {
     }
   }
   stop->store(true, std::memory_order_release);
-  ch.control()->doorbell.fetch_add(1, std::memory_order_seq_cst);
-  sys::futex_wake_all(ch.control()->doorbell);
+  ch.control()->doorbell.notify_all();
   if (!reap_ok(pid, ok) || !ok) state.SkipWithError("channel round trip failed");
 }
 
 // ---- unix_socketpair -------------------------------------------------------------------------
-
-bool full_io(int fd, void* buf, std::size_t n, bool write) {
-  auto* p = static_cast<std::byte*>(buf);
-  while (n > 0) {
-    ssize_t r = write ? sys::write(fd, p, n) : sys::read(fd, p, n);
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
 
 void bm_unix_socketpair(benchmark::State& state) {
   int sv[2];
@@ -219,8 +209,8 @@ void bm_spin_limit(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(bm_shmkit_channel)->Name("rpc_roundtrip_64B/shmkit_channel")->UseRealTime();
-BENCHMARK(bm_unix_socketpair)->Name("rpc_roundtrip_64B/unix_socketpair")->UseRealTime();
-BENCHMARK(bm_boost_message_queue)->Name("rpc_roundtrip_64B/boost_message_queue")->UseRealTime();
-BENCHMARK(bm_futex_limit)->Name("rpc_roundtrip_64B/futex_limit")->UseRealTime();
-BENCHMARK(bm_spin_limit)->Name("rpc_roundtrip_64B/spin_limit")->UseRealTime();
+SHMKIT_TWO_PROCESS_BENCHMARK(bm_shmkit_channel, "rpc_roundtrip_64B/shmkit_channel");
+SHMKIT_TWO_PROCESS_BENCHMARK(bm_unix_socketpair, "rpc_roundtrip_64B/unix_socketpair");
+SHMKIT_TWO_PROCESS_BENCHMARK(bm_boost_message_queue, "rpc_roundtrip_64B/boost_message_queue");
+SHMKIT_TWO_PROCESS_BENCHMARK(bm_futex_limit, "rpc_roundtrip_64B/futex_limit");
+SHMKIT_TWO_PROCESS_BENCHMARK(bm_spin_limit, "rpc_roundtrip_64B/spin_limit");

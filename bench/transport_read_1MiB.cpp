@@ -14,24 +14,24 @@
 //                         pipe -> socket (same pipe and socket buffer sizes as the Agent); the
 //                         physical limit of the socket path
 // The partner exits when the reader closes its socket, and is reaped (SIGKILLed after 2 s if not).
-// The first read of each variant is checked against the pattern before timing.
+// The first read of each variant is checked against the pattern before timing. Each variant also
+// runs as `.../loaded` (cpu_load.hpp: one CPU-bound process per CPU beside it) and reports
+// cpu_ns_per_op: CPU time of the reader and its partner per 1 MiB read.
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
+#include "cpu_load.hpp"
+#include "partner_process.hpp"
 #include "shmkit/sys/stream_io.hpp"
 #include "shmkit/sys/syscall.hpp"
 #include "shmkit/transport/agent.hpp"
@@ -78,44 +78,32 @@ void set_buffers(int fd) {
     (void)sys::setsockopt_int(fd, SOL_SOCKET, SO_RCVBUF, kSocketBuffer);
 }
 
-// The partner process: fork()ed, runs `body(socket)` and exits; reaped by ~Partner.
+// The partner process: fork()ed, runs `body(socket)` and exits when the reader closes its end;
+// finish() (or the destructor) reaps it, SIGKILLing it after 2 s.
 struct Partner {
   pid_t pid = -1;
   int sock = -1;  // the reader's end
   template <class Body>
   explicit Partner(Body body) {
     int sv[2];
-    sys::check(sys::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), "socketpair");
-    std::fflush(nullptr);
-    pid = ::fork();
-    if (pid < 0) std::abort();
-    if (pid == 0) {
+    sys::check(sys::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), "socketpair");
+    pid = bench::fork_partner([&] {
       (void)sys::close(sv[0]);
-      int code = 0;
-      try {
-        code = body(sv[1]);
-      } catch (...) {
-        code = 99;
-      }
-      ::_exit(code);
-    }
+      return body(sv[1]);
+    });
     (void)sys::close(sv[1]);
+    if (pid < 0) {
+      (void)sys::close(sv[0]);
+      sys::check(pid, "fork of the partner");
+    }
     sock = sv[0];
   }
   ~Partner() { finish(); }
-  // Closes our end (the partner then exits) and reaps the partner; SIGKILL after 2 s.
   void finish() {
     if (sock >= 0) (void)sys::close(sock);
     sock = -1;
-    if (pid > 0) {
-      int st = 0;
-      for (int i = 0; i < 2000 && ::waitpid(pid, &st, WNOHANG) == 0; ++i) ::usleep(1000);
-      if (::waitpid(pid, &st, WNOHANG) == 0) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, &st, 0);
-      }
-      pid = -1;
-    }
+    if (pid > 0) (void)bench::reap_within(pid, std::chrono::seconds(2));
+    pid = -1;
   }
   int release_sock() {
     int s = sock;
@@ -124,21 +112,8 @@ struct Partner {
   }
 };
 
-// CPU time of this process and of reaped children, in microseconds.
-double cpu_us(int who) {
-  rusage ru{};
-  ::getrusage(who, &ru);
-  auto us = [](const timeval& t) { return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_usec); };
-  return us(ru.ru_utime) + us(ru.ru_stime);
-}
-
-// Bytes/s, plus counter cpu_us_per_op: CPU time of BOTH processes (reader and partner) per 1 MiB
-// read, a figure that, unlike real time, does not depend on how loaded the machine is. Call with
-// the partner already reaped; `self0`/`child0` are cpu_us() taken before the timed loop.
-void report(benchmark::State& state, double self0, double child0) {
+void set_bytes(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(kSize));
-  const double used = (cpu_us(RUSAGE_SELF) - self0) + (cpu_us(RUSAGE_CHILDREN) - child0);
-  state.counters["cpu_us_per_op"] = used / static_cast<double>(std::max<benchmark::IterationCount>(1, state.iterations()));
 }
 
 void agent_variant(benchmark::State& state, bool zero_copy, TransportChoice choice) {
@@ -161,7 +136,6 @@ void agent_variant(benchmark::State& state, bool zero_copy, TransportChoice choi
   std::vector<std::uint8_t> buf(kSize);
   if (c.transport->read(remote, buf.data(), kSize) != 0 || !check_pattern(buf))
     return state.SkipWithError("first read failed or returned wrong bytes");
-  const double self0 = cpu_us(RUSAGE_SELF), child0 = cpu_us(RUSAGE_CHILDREN);
   for (auto _ : state) {
     if (c.transport->read(remote, buf.data(), kSize) != 0) return state.SkipWithError("read failed");
     benchmark::DoNotOptimize(buf.data());
@@ -169,7 +143,7 @@ void agent_variant(benchmark::State& state, bool zero_copy, TransportChoice choi
   state.SetLabel(c.reason);
   c.transport.reset();  // closes the socket: the partner's agent sees its last client go
   partner.finish();
-  report(state, self0, child0);
+  set_bytes(state);
 }
 
 void BM_socket(benchmark::State& state) { agent_variant(state, true, TransportChoice::socket_only); }
@@ -197,13 +171,12 @@ void BM_raw_socketpair(benchmark::State& state) {
     return sys::recv(partner.sock, buf.data(), kSize, MSG_WAITALL) == static_cast<ssize_t>(kSize);
   };
   if (!one() || !check_pattern(buf)) return state.SkipWithError("first read failed");
-  const double self0 = cpu_us(RUSAGE_SELF), child0 = cpu_us(RUSAGE_CHILDREN);
   for (auto _ : state) {
     if (!one()) return state.SkipWithError("read failed");
     benchmark::DoNotOptimize(buf.data());
   }
   partner.finish();
-  report(state, self0, child0);
+  set_bytes(state);
 }
 
 void BM_raw_process_vm_readv(benchmark::State& state) {
@@ -225,14 +198,13 @@ void BM_raw_process_vm_readv(benchmark::State& state) {
   if (sys::process_vm_readv(partner.pid, &local, 1, &remote, 1) != static_cast<ssize_t>(kSize) ||
       !check_pattern(buf))
     return state.SkipWithError("process_vm_readv failed");
-  const double self0 = cpu_us(RUSAGE_SELF), child0 = cpu_us(RUSAGE_CHILDREN);
   for (auto _ : state) {
     if (sys::process_vm_readv(partner.pid, &local, 1, &remote, 1) != static_cast<ssize_t>(kSize))
       return state.SkipWithError("process_vm_readv failed");
     benchmark::DoNotOptimize(buf.data());
   }
   partner.finish();
-  report(state, self0, child0);
+  set_bytes(state);
 }
 
 void BM_raw_splice(benchmark::State& state) {
@@ -263,20 +235,20 @@ void BM_raw_splice(benchmark::State& state) {
     return sys::recv(partner.sock, buf.data(), kSize, MSG_WAITALL) == static_cast<ssize_t>(kSize);
   };
   if (!one() || !check_pattern(buf)) return state.SkipWithError("first read failed");
-  const double self0 = cpu_us(RUSAGE_SELF), child0 = cpu_us(RUSAGE_CHILDREN);
   for (auto _ : state) {
     if (!one()) return state.SkipWithError("read failed");
     benchmark::DoNotOptimize(buf.data());
   }
   partner.finish();
-  report(state, self0, child0);
+  set_bytes(state);
 }
 
 }  // namespace
 
-BENCHMARK(BM_socket)->Name("transport_read_1MiB/socket")->UseRealTime()->MinTime(1.0);
-BENCHMARK(BM_socket_copy)->Name("transport_read_1MiB/socket_copy")->UseRealTime()->MinTime(1.0);
-BENCHMARK(BM_vm)->Name("transport_read_1MiB/vm")->UseRealTime()->MinTime(1.0);
-BENCHMARK(BM_raw_socketpair)->Name("transport_read_1MiB/raw_socketpair")->UseRealTime()->MinTime(1.0);
-BENCHMARK(BM_raw_process_vm_readv)->Name("transport_read_1MiB/raw_process_vm_readv")->UseRealTime()->MinTime(1.0);
-BENCHMARK(BM_raw_splice)->Name("transport_read_1MiB/raw_splice")->UseRealTime()->MinTime(1.0);
+constexpr auto kOneSecond = [](benchmark::internal::Benchmark* b) { b->MinTime(1.0); };
+SHMKIT_TWO_PROCESS_BENCHMARK_WITH(BM_socket, "transport_read_1MiB/socket", kOneSecond);
+SHMKIT_TWO_PROCESS_BENCHMARK_WITH(BM_socket_copy, "transport_read_1MiB/socket_copy", kOneSecond);
+SHMKIT_TWO_PROCESS_BENCHMARK_WITH(BM_vm, "transport_read_1MiB/vm", kOneSecond);
+SHMKIT_TWO_PROCESS_BENCHMARK_WITH(BM_raw_socketpair, "transport_read_1MiB/raw_socketpair", kOneSecond);
+SHMKIT_TWO_PROCESS_BENCHMARK_WITH(BM_raw_process_vm_readv, "transport_read_1MiB/raw_process_vm_readv", kOneSecond);
+SHMKIT_TWO_PROCESS_BENCHMARK_WITH(BM_raw_splice, "transport_read_1MiB/raw_splice", kOneSecond);

@@ -12,6 +12,7 @@
 namespace shmkit::tool {
 
 bool is_stale(const SegmentSummary& s) {
+  if (s.in_use) return false;
   if (s.state == static_cast<std::uint32_t>(SegmentState::initialising))
     return sys::liveness(s.creator) == sys::Liveness::dead;
   bool any_dead = false;
@@ -22,8 +23,13 @@ bool is_stale(const SegmentSummary& s) {
   return any_dead;
 }
 
-SegmentSummary summarise(const Segment& seg) {
+std::string segment_name(const std::string& typed) {
+  return !typed.empty() && typed[0] == '/' ? typed : "/" + typed;
+}
+
+SegmentSummary summarise(const Segment& seg, bool in_use) {
   SegmentSummary s;
+  s.in_use = in_use;
   const SegmentHeader& h = seg.header();
   s.name = seg.name();
   s.base = h.base;
@@ -47,28 +53,41 @@ std::vector<Listed> list_segments() {
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] == '.') continue;
     std::string path = std::string("/dev/shm/") + e->d_name;
-    int fd = sys::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    int fd = sys::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) continue;
-    std::uint64_t magic = 0;
     struct ::stat st;
-    bool regular = sys::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-    ssize_t n = regular ? sys::pread(fd, &magic, sizeof magic, 0) : -1;
+    Segment::FileKind kind = Segment::FileKind::other;
+    try {
+      if (sys::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) kind = Segment::inspect_file(fd);
+    } catch (const Error&) {
+      // unreadable: not listed
+    }
     (void)sys::close(fd);
-    if (n != static_cast<ssize_t>(sizeof magic) || magic != SegmentHeader::kMagic) continue;
+    if (kind != Segment::FileKind::segment && kind != Segment::FileKind::incomplete) continue;
     Listed l;
     l.name = std::string("/") + e->d_name;
     try {
-      SegmentOptions o;
-      o.attach = false;
-      o.relocate = Relocate::allowed;
-      o.open_timeout = std::chrono::milliseconds(200);
-      o.allow_other_owner = true;
-      Segment seg = Segment::open(l.name, o);
-      l.summary = summarise(seg);
-      l.stale = l.summary->stale;
-    } catch (const Error& err) {
-      l.error = err.what();
-      l.stale = err.code() == Errc::owner_dead;
+      bool in_use = Segment::in_use(l.name);
+      if (kind == Segment::FileKind::incomplete) {
+        l.error = "segment " + l.name + ": incomplete: zero-filled with no header (its creator died after sizing it)";
+        l.stale = !in_use;
+      } else {
+        try {
+          SegmentOptions o;
+          o.attach = false;
+          o.relocate = Relocate::allowed;
+          o.open_timeout = std::chrono::milliseconds(200);
+          o.allow_other_owner = true;
+          Segment seg = Segment::open(l.name, o);
+          l.summary = summarise(seg, in_use);
+          l.stale = l.summary->stale;
+        } catch (const Error& err) {
+          l.error = err.what();
+          l.stale = err.code() == Errc::owner_dead && !in_use;
+        }
+      }
+    } catch (const Error&) {  // removed while listing, or cannot be queried
+      continue;
     }
     out.push_back(std::move(l));
   }

@@ -18,26 +18,33 @@ struct SegmentSummary {
   sys::ProcessIdentity creator;
   std::vector<AttachedProcess> attached;
   bool at_home = false;
-  bool stale = false;  // see is_stale()
+  bool in_use = false;  // Segment::in_use() before this tool mapped it
+  bool stale = false;   // see is_stale()
 };
 
-// Stale: a segment whose recorded processes all died without detaching (at least one dead attach
-// entry and no live one), or whose creator died while initialising it. A segment that was closed
-// cleanly, or created by `shmkit create` and never used, is not stale.
+// Stale: no live process maps the segment (Segment::in_use() is false — the attach table alone
+// cannot say, forked children are not in it), and its recorded processes all died without
+// detaching (at least one dead attach entry and no live one), or its creator died while
+// initialising it. A segment that was closed cleanly, or created by `shmkit create` and never
+// used, is not stale.
 bool is_stale(const SegmentSummary& s);
 
-// Opens NAME without recording this process (Relocate::allowed, so an occupied home address does
-// not prevent inspection) and summarises it. Throws shmkit::Error for anything that is not a
-// valid, ready shmkit segment.
-SegmentSummary summarise(const Segment& seg);
+// Summarises a segment this tool opened (without recording itself; Relocate::allowed).
+// `in_use` is Segment::in_use(name) asked before the tool mapped it (the tool's own mapping
+// would count).
+SegmentSummary summarise(const Segment& seg, bool in_use);
 
-// Every file under /dev/shm whose first bytes carry shmkit's magic. Headers are read with pread
-// only; segments that fail validation are listed with `error` set instead of being skipped.
+// NAME as the user typed it, with the leading '/' added when it was left out ("seg" -> "/seg").
+std::string segment_name(const std::string& typed);
+
+// Every file under /dev/shm whose first bytes carry shmkit's magic, and every incomplete one
+// (Segment::FileKind::incomplete: zero-filled, no header). Headers are read with pread first;
+// segments that fail validation are listed with `error` set instead of being skipped.
 struct Listed {
   std::string name;
   std::optional<SegmentSummary> summary;
   std::string error;
-  bool stale = false;  // summary->stale, or a creator that died while initialising
+  bool stale = false;  // summary->stale, or unused and left by a creator that died initialising it
 };
 std::vector<Listed> list_segments();
 

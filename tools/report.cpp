@@ -34,10 +34,10 @@ std::string summary_json(const SegmentSummary& s) {
   }
   return fmt::format(
       R"("name":{},"base":"{:#x}","size":{},"capacity":{},"file_size":{},"at_home":{},"version":{},)"
-      R"("state":"{}","creator":{{"pid":{},"start_time":{},"state":"{}"}},"attached":[{}],"stale":{})",
+      R"("state":"{}","creator":{{"pid":{},"start_time":{},"state":"{}"}},"attached":[{}],"in_use":{},"stale":{})",
       json_string(s.name), s.base, s.size, s.capacity, s.file_size, s.at_home ? "true" : "false", s.version,
       state_name(s.state), s.creator.pid, s.creator.start_time, liveness_name(sys::liveness(s.creator)), attached,
-      s.stale ? "true" : "false");
+      s.in_use ? "true" : "false", s.stale ? "true" : "false");
 }
 
 std::string human(std::uint64_t n) {
@@ -66,7 +66,7 @@ std::string list_json(const std::vector<Listed>& list) {
   std::string out = "[";
   for (auto& l : list) {
     if (out.size() > 1) out += ",";
-    if (l.summary) out += "{" + summary_json(*l.summary) + "}";
+    if (l.summary) out += fmt::format("{{{}}}", summary_json(*l.summary));
     else out += fmt::format(R"({{"name":{},"error":{},"stale":{}}})", json_string(l.name), json_string(l.error),
                             l.stale ? "true" : "false");
   }
@@ -74,8 +74,8 @@ std::string list_json(const std::vector<Listed>& list) {
 }
 
 std::string list_table(const std::vector<Listed>& list) {
-  std::string out = fmt::format("{:<32} {:>8} {:>8} {:>16} {:>12}  {}\n", "NAME", "SIZE", "CAPACITY", "BASE",
-                                "ATTACHED", "STALE");
+  std::string out = fmt::format("{:<32} {:>8} {:>8} {:>16} {:>12}  {:<6} {}\n", "NAME", "SIZE", "CAPACITY",
+                                "BASE", "ATTACHED", "IN USE", "STALE");
   for (auto& l : list) {
     if (!l.summary) {
       out += fmt::format("{:<32} error: {}{}\n", l.name, l.error, l.stale ? " (stale)" : "");
@@ -84,8 +84,8 @@ std::string list_table(const std::vector<Listed>& list) {
     auto& s = *l.summary;
     int alive = 0, dead = 0;
     for (auto& a : s.attached) (a.liveness == sys::Liveness::dead ? dead : alive)++;
-    out += fmt::format("{:<32} {:>8} {:>8} {:>#16x} {:>5} alive/{:<2}dead  {}\n", s.name, human(s.size),
-                       human(s.capacity), s.base, alive, dead, s.stale ? "yes" : "no");
+    out += fmt::format("{:<32} {:>8} {:>8} {:>#16x} {:>5} alive/{:<2}dead  {:<6} {}\n", s.name, human(s.size),
+                       human(s.capacity), s.base, alive, dead, s.in_use ? "yes" : "no", s.stale ? "yes" : "no");
   }
   return out;
 }
@@ -94,22 +94,22 @@ std::string info_json(const SegmentSummary& s, const HeapReport& heap) {
   std::string h = "null";
   if (heap.present) {
     h = "{";
-    for (auto& [k, v] : heap.fields) h += (h.size() > 1 ? "," : "") + json_string(k) + ":" + v;
+    for (auto& [k, v] : heap.fields) h += fmt::format("{}{}:{}", h.size() > 1 ? "," : "", json_string(k), v);
     h += ",\"named_objects\":[";
     for (std::size_t i = 0; i < heap.named_objects.size(); ++i)
-      h += (i ? "," : "") + json_string(heap.named_objects[i]);
+      h += fmt::format("{}{}", i ? "," : "", json_string(heap.named_objects[i]));
     h += "]}";
   }
-  return "{" + summary_json(s) + ",\"heap\":" + h + "}";
+  return fmt::format("{{{},\"heap\":{}}}", summary_json(s), h);
 }
 
 std::string info_text(const SegmentSummary& s, const HeapReport& heap) {
   std::string out = fmt::format(
       "name:      {}\nbase:      {:#x} ({})\nsize:      {} ({} bytes)\ncapacity:  {}\nversion:   {}\n"
-      "state:     {}\ncreator:   pid {} ({})\nstale:     {}\n",
+      "state:     {}\ncreator:   pid {} ({})\nin use:    {}\nstale:     {}\n",
       s.name, s.base, s.at_home ? "at home" : "relocated in this process", human(s.size), s.size,
       human(s.capacity), s.version, state_name(s.state), s.creator.pid, liveness_name(sys::liveness(s.creator)),
-      s.stale ? "yes" : "no");
+      s.in_use ? "yes (a live process maps it)" : "no", s.stale ? "yes" : "no");
   out += fmt::format("attached:  {} process(es)\n", s.attached.size());
   for (auto& a : s.attached) out += fmt::format("  pid {:>7}  {}\n", a.id.pid, liveness_name(a.liveness));
   if (heap.present) {

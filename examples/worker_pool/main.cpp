@@ -97,8 +97,8 @@ int main(int argc, char** argv) {
 
     // -- the pool: workers read the chunk straight from the segment they inherited --
     std::map<wire::MsgId, TaskFn> handlers;
-    handlers[kHashChunk] = [&seg](const TaskContext& ctx, std::span<const std::byte> payload,
-                                  std::span<std::byte> out, std::size_t& out_size) -> int {
+    handlers[kHashChunk] = [&seg, &heap](const TaskContext&, std::span<const std::byte> payload,
+                                         std::span<std::byte> out, std::size_t& out_size) -> int {
       ChunkTask t;
       if (payload.size() != sizeof t) return EPROTO;
       std::memcpy(&t, payload.data(), sizeof t);
@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
       auto* slot = static_cast<std::uint64_t*>(seg.pointer_at(t.result_offset, sizeof(std::uint64_t)));
       if (chunk == nullptr || slot == nullptr) return EFAULT;
       // Scratch space as an owned block: if this worker is killed now, the pool reclaims it.
-      auto* scratch = ctx.heap != nullptr ? static_cast<std::byte*>(ctx.heap->allocate_owned(4096)) : nullptr;
+      auto* scratch = static_cast<std::byte*>(heap.allocate_owned(4096));
       if (scratch == nullptr) return ENOMEM;
       std::uint64_t h = 1469598103934665603ULL;
       for (std::size_t off = 0; off < t.length; off += 4096) {
@@ -115,15 +115,19 @@ int main(int argc, char** argv) {
         std::memcpy(scratch, chunk + off, n);
         for (std::size_t i = 0; i < n; ++i) h = (h ^ std::to_integer<std::uint8_t>(scratch[i])) * 1099511628211ULL;
       }
-      (void)ctx.heap->deallocate(scratch);
+      (void)heap.deallocate(scratch);
       *slot = h;  // the result, gathered in the shared heap
       std::memcpy(out.data(), &h, sizeof h);
       out_size = sizeof h;
       return 0;
     };
     auto t0 = std::chrono::steady_clock::now();
-    WorkerPool pool({.workers = workers, .max_tasks = 64, .max_payload = sizeof(ChunkTask), .max_result = 8,
-                     .heap = &heap},
+    // A dead worker's owned scratch blocks go back to the heap (the pool calls this on each death).
+    WorkerPool pool({.workers = workers,
+                     .max_tasks = 64,
+                     .max_payload = sizeof(ChunkTask),
+                     .max_result = 8,
+                     .on_worker_death = [&heap](pid_t) { return std::uint64_t{heap.reclaim_dead()}; }},
                     handlers);
 
     std::deque<std::size_t> todo;
@@ -180,7 +184,7 @@ int main(int argc, char** argv) {
                 static_cast<double>(size) / (1 << 20) / secs);
     std::printf("workers killed: %d (deaths seen %" PRIu64 ", respawned %" PRIu64 "), tasks retried %" PRIu64
                 ", resubmitted after dying twice %d, owned heap blocks reclaimed %" PRIu64 "\n",
-                kills, st.worker_deaths, st.respawns, st.retries, resubmitted, st.heap_reclaimed);
+                kills, st.worker_deaths, st.respawns, st.retries, resubmitted, st.reclaimed);
     std::printf("results: %zu of %zu correct; owned bytes left %" PRIu64 "; heap verify findings %zu\n",
                 chunks - wrong, chunks, hs.bytes_owned, findings.size());
     const bool ok = wrong == 0 && hs.bytes_owned == 0 && findings.empty() && (kills_wanted == 0 || kills > 0);

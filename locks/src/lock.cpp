@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "shmkit/sys/log.hpp"
 #include "shmkit/sys/syscall.hpp"
 #include "shmkit/sys/thread_probe.hpp"
 
@@ -47,10 +48,18 @@ namespace {
 // its own operations). Ours may still point at a lock the PARENT holds (INVARIANT6); in the child
 // that lock is not ours, and the parent may free and reuse its memory, so clear it. Then forget
 // the cache so the next lock operation re-reads tid and head.
+// The chain (INVARIANT7) is dropped with it: glibc's list no longer holds our anchor, and the
+// parent's locks are not the child's.
 void reset_thread_state_in_child() noexcept {
-  if (tls_thread_state.head != nullptr) tls_thread_state.head->list_op_pending = nullptr;
-  tls_thread_state = ThreadState{0, nullptr};
+  ThreadState& ts = tls_thread_state;
+  if (ts.head != nullptr) ts.head->list_op_pending = nullptr;
+  ts.tid = 0;
+  ts.linked = 0;
+  ts.head = nullptr;
+  ts.end = nullptr;
 }
+
+std::atomic<std::uint64_t> overwritten_links{0};
 
 // How a contended acquire spins before it sleeps: it re-reads the word up to kSpinRounds times,
 // pausing 1, 2, 4, ... up to kMaxPauses pause instructions between reads (exponential backoff).
@@ -74,6 +83,77 @@ constexpr int kMaxPauses = SHMKIT_LOCK_MAX_PAUSES;
 
 }  // namespace
 
+namespace {
+
+// Links this thread's private anchor into glibc's list (THE CHAIN in lock.hpp). Nothing of ours is
+// behind it yet, and its word is 0, so the kernel acts on none of it: no list_op_pending needed.
+void link_anchor(ThreadState& ts) noexcept {
+  RobustListHead* h = ts.head;
+  ts.linked = 0;
+  ts.anchor = PrivateAnchor{};
+  ts.tail = PrivateAnchor{};
+  void* const first = h->list;
+  if (first == h) {
+    // The usual case: glibc's list is empty, so the anchor is and stays its last entry (glibc only
+    // adds at the front), and our chain can end in a self-loop instead of a private address.
+    ts.end = nullptr;
+    ts.anchor.prev = h;  // glibc's convention for the first entry
+    ts.anchor.next = h;
+  } else {
+    // The thread holds glibc robust mutexes right now: they must stay reachable behind our chain,
+    // through a second private anchor. glibc's ENQUEUE: the old first entry's prev = our entry.
+    ts.end = &ts.tail.next;
+    ts.tail.next = first;
+    ts.tail.prev = &ts.anchor.next;
+    *reinterpret_cast<void**>((reinterpret_cast<std::uintptr_t>(first) & ~std::uintptr_t{1}) - sizeof(void*)) =
+        &ts.tail.next;
+    ts.anchor.prev = h;
+    ts.anchor.next = &ts.tail.next;
+  }
+  list_fence();
+  h->list = &ts.anchor.next;  // this store makes the anchor reachable for the kernel
+}
+
+}  // namespace
+
+[[noreturn]] void chain_full() noexcept {
+  fatal("this thread holds too many shmkit locks at once (the per-thread robust chain holds 256 "
+        "entries; the kernel walks at most 2048 per thread)");
+}
+
+void report_overwritten_link(void** e, void* expected) noexcept {
+  // relaxed: a statistic; nothing is published through it.
+  overwritten_links.fetch_add(1, std::memory_order_relaxed);
+  void* const found = *static_cast<void* volatile*>(e);
+  try {
+    shmkit::log().warn(
+        "shmkit locks: the robust-list link of the lock at {} (held by thread {}) holds {} instead of {}: "
+        "another process wrote into this lock while this thread held it. The link was ignored (this "
+        "thread follows only its private record); had the thread died meanwhile, the kernel's "
+        "cleanup could have missed locks it held",
+        static_cast<void*>(reinterpret_cast<char*>(e) + kFutexOffset), tls_thread_state.tid, found, expected);
+  } catch (...) {
+    // Logging failed (out of memory): the count above still records it.
+  }
+}
+
+bool chain_remove_inner(ThreadState& ts, void** e) noexcept {
+  const std::uint32_t n = ts.linked;
+  std::uint32_t i = 0;
+  while (i < n && ts.chain[i] != e) ++i;
+  if (i == n) return false;
+  if (i == n - 1) return chain_remove(ts, e);  // the newest after all (not reached from chain_remove)
+  // chain[i+1] is the newer neighbour: a node this thread holds (so still mapped), whose `next` is
+  // the one store that takes e out of the walk.
+  void* const successor = i > 0 ? static_cast<void*>(ts.chain[i - 1]) : chain_end_for(ts, e);
+  if (*e != successor) report_overwritten_link(e, successor);
+  void** const newer = ts.chain[i + 1];
+  *newer = i > 0 ? static_cast<void*>(ts.chain[i - 1]) : chain_end_for(ts, newer);
+  for (std::uint32_t j = i; j + 1 < n; ++j) ts.chain[j] = ts.chain[j + 1];
+  ts.linked = n - 1;
+  return true;
+}
+
 ThreadState& init_thread_state() noexcept {
   // Registered once per process, on the first lock operation of any thread; atfork handlers are
   // inherited by fork children, so every generation of children resets its cache.
@@ -96,6 +176,7 @@ ThreadState& init_thread_state() noexcept {
     fatal("this thread's robust list has a futex_offset other than glibc x86-64's -32; "
           "shmkit::Lock's layout (word at 0, node at 24) would not be found by the kernel");
   ts.head = h;
+  link_anchor(ts);
   ts.tid = static_cast<std::uint32_t>(sys::gettid());
   if (ts.tid == 0 || (ts.tid & ~kTidMask) != 0) fatal("gettid returned an id that does not fit the lock word");
   return ts;
@@ -133,19 +214,19 @@ LockResult RobustCore::acquire_slow(ThreadState& ts, sys::Deadline deadline, boo
       // when the owner died; the dead thread's stores precede its exit).
       if (word.compare_exchange_weak(w, desired, std::memory_order_acquire,
                                      std::memory_order_relaxed)) {
-        link(h);
+        chain_push(ts, &next);
         return done((w & kOwnerDied) != 0 ? LockResult::owner_died : LockResult::acquired);
       }
       continue;  // w was reloaded by the failed CAS
     }
     if (owner == ts.tid) {
-      if (!linked_in(h)) {
+      if (!chain_holds(ts, &next)) {
         // The word names this thread but this thread never locked it: a forged word, or one left
         // by an earlier wearer of our thread id that the kernel never cleaned up (a segment that
         // outlived its kernel). Nobody holds it: take it over as from a dead owner.
         if (word.compare_exchange_weak(w, ts.tid | kOwnerDied | (w & kWaiters), std::memory_order_acquire,
                                        std::memory_order_relaxed)) {
-          link(h);
+          chain_push(ts, &next);
           return done(LockResult::owner_died);
         }
         continue;
@@ -173,7 +254,7 @@ LockResult RobustCore::acquire_slow(ThreadState& ts, sys::Deadline deadline, boo
       if (sys::thread_exists(static_cast<pid_t>(owner)) == 0) {
         if (word.compare_exchange_strong(w, ts.tid | kOwnerDied | (w & kWaiters) | waiters_if_slept,
                                          std::memory_order_acquire, std::memory_order_relaxed)) {
-          link(h);
+          chain_push(ts, &next);
           return done(LockResult::owner_died);
         }
         continue;
@@ -232,7 +313,7 @@ void RobustCore::abandon_inconsistent(ThreadState& ts) noexcept {
   RobustListHead* h = ts.head;
   h->list_op_pending = &next;
   list_fence();
-  unlink(h);
+  (void)chain_remove(ts, &next);  // linked: it was just acquired
   list_fence();
   depth = 0;
   // Back to what the kernel leaves when an owner dies: no owner, OWNER_DIED, and WAITERS so the
@@ -266,6 +347,25 @@ void RobustCore::throw_not_owner(const char* what) const {
                   " does not hold this lock (" + state + ")");
 }
 
+void RobustCore::throw_unlock_not_held(ThreadState& ts, const char* what) {
+  if (!chain_holds(ts, &next)) throw_not_owner(what);
+  // We linked it, so we acquired it, and we did not release it: the word was rewritten under us.
+  RobustListHead* h = ts.head;
+  h->list_op_pending = &next;
+  list_fence();
+  (void)chain_remove(ts, &next);
+  list_fence();
+  h->list_op_pending = nullptr;
+  depth = 0;
+  char word_hex[16];
+  std::snprintf(word_hex, sizeof word_hex, "0x%08x", word.load(std::memory_order_relaxed));
+  throw Error(Errc::corrupt,
+              std::string(what) + ": thread " + std::to_string(ts.tid) +
+                  " acquired this lock and has not released it, but its word now reads " + word_hex +
+                  ": another process overwrote it. The lock was taken out of this thread's robust "
+                  "list and left as it is; the data it protects may be damaged as well");
+}
+
 void RobustCore::throw_for(LockResult r, const char* what, ThreadState& ts) {
   if (r == LockResult::owner_died) {
     abandon_inconsistent(ts);
@@ -288,12 +388,16 @@ void RobustCore::throw_for(LockResult r, const char* what, ThreadState& ts) {
 
 }  // namespace locks_detail
 
+std::uint64_t robust_link_overwrites() noexcept {
+  return locks_detail::overwritten_links.load(std::memory_order_relaxed);  // relaxed: a statistic
+}
+
 LockResult RLock::acquire_contended(locks_detail::ThreadState& ts, sys::Deadline deadline,
                                     bool try_only) noexcept {
   // acquire_fast() failed and left list_op_pending on this lock; a recursive acquire does not
   // touch the list, so clear it here.
   const std::uint32_t w = core_.word.load(std::memory_order_relaxed);
-  if ((w & locks_detail::kTidMask) == ts.tid && core_.linked_in(ts.head)) {
+  if ((w & locks_detail::kTidMask) == ts.tid && locks_detail::chain_holds(ts, &core_.next)) {
     locks_detail::list_fence();
     ts.head->list_op_pending = nullptr;
     if (core_.depth == UINT32_MAX) {
@@ -308,21 +412,93 @@ LockResult RLock::acquire_contended(locks_detail::ThreadState& ts, sys::Deadline
   return r;
 }
 
+locks_detail::ClaimSlot* Condition::claim_slot(locks_detail::ThreadState& ts) noexcept {
+  using namespace locks_detail;
+  RobustListHead* h = ts.head;
+  for (ClaimSlot& slot : slots_) {
+    // Only a free slot (0): a dead waiter's slot (OWNER_DIED) still carries a wake-up that a
+    // sleeper is about to take over (INVARIANT10); claiming it would swallow that wake-up.
+    std::uint32_t expected = 0;
+    if (slot.word.load(std::memory_order_relaxed) != expected) continue;
+    h->list_op_pending = &slot.next;  // dying between the CAS and the link must still be seen
+    list_fence();
+    // relaxed: a slot publishes no data; only its value matters, to the kernel and to futex_waitv.
+    if (slot.word.compare_exchange_strong(expected, ts.tid | kWaiters, std::memory_order_relaxed,
+                                          std::memory_order_relaxed)) {
+      chain_push(ts, &slot.next);
+      list_fence();
+      h->list_op_pending = nullptr;
+      return &slot;
+    }
+  }
+  list_fence();
+  h->list_op_pending = nullptr;
+  return nullptr;
+}
+
+void Condition::release_slot(locks_detail::ThreadState& ts, locks_detail::ClaimSlot* mine) noexcept {
+  using namespace locks_detail;
+  RobustListHead* h = ts.head;
+  h->list_op_pending = &mine->next;  // dying between the unlink and the store must still free it
+  list_fence();
+  (void)chain_remove(ts, &mine->next);
+  list_fence();
+  // relaxed: as in claim_slot. Nobody else changes a slot that names a live waiter (INVARIANT9).
+  mine->word.store(0, std::memory_order_relaxed);
+  list_fence();
+  h->list_op_pending = nullptr;
+}
+
+sys::FutexResult Condition::sleep(std::uint32_t seq, const locks_detail::ClaimSlot* mine,
+                                  sys::Deadline deadline) noexcept {
+  using namespace locks_detail;
+  sys::FutexWaitItem items[1 + kClaimSlots];
+  for (;;) {
+    unsigned n = 0;
+    items[n++] = {&seq_, seq};
+    for (ClaimSlot& slot : slots_) {
+      if (&slot == mine) continue;
+      // relaxed: the kernel compares the values again when it queues us; a stale one only makes
+      // futex_waitv fail with EAGAIN and this loop read again.
+      std::uint32_t w = slot.word.load(std::memory_order_relaxed);
+      if ((w & kTidMask) == 0 && (w & kOwnerDied) != 0) {
+        // A waiter died inside wait() (the kernel marked its slot). Whoever frees the slot takes
+        // over its wake-up (INVARIANT10): this wait returns as notified.
+        if (slot.word.compare_exchange_strong(w, 0, std::memory_order_relaxed, std::memory_order_relaxed))
+          return sys::FutexResult::woken;
+      }
+      items[n++] = {&slot.word, w};
+    }
+    // After the slots, so that a waiter the kernel woke for a dead slot frees that slot even when
+    // a notify came too. relaxed: only decides whether to sleep (again); the lost-wake-up argument
+    // is the seq_cst pair at registration (see notify_one), and futex_waitv compares seq itself.
+    if (seq_.load(std::memory_order_relaxed) != seq) return sys::FutexResult::woken;
+    const sys::FutexWaitAnyResult r = sys::futex_wait_any(items, n, deadline);
+    if (r.result == sys::FutexResult::timed_out) return r.result;
+    // Woken, EAGAIN or EINTR: a notify (seq moved), a slot that changed (a waiter came, left or
+    // died), or a signal: the next round looks.
+  }
+}
+
 WaitResult Condition::wait_core(locks_detail::RobustCore& core, sys::Deadline deadline,
                                 const char* what) {
   locks_detail::ThreadState& ts = locks_detail::thread_state();
   if (!core.held_by(ts)) core.throw_not_owner(what);
+  // Claimed before the lock is released and kept until it is held again: the whole stretch in
+  // which this thread's death could swallow a notify_one (INVARIANT9).
+  locks_detail::ClaimSlot* const mine = claim_slot(ts);
   // Register, then read seq, both while holding the lock (seq_cst, see notify_one for the pairing).
   waiters_.fetch_add(1, std::memory_order_seq_cst);
   const std::uint32_t seq = seq_.load(std::memory_order_seq_cst);
   const std::uint32_t saved_depth = core.depth;  // RLock: released fully, restored after
   core.release(ts);
-  const sys::FutexResult fr = sys::futex_wait(seq_, seq, deadline);
+  const sys::FutexResult fr = sleep(seq, mine, deadline);
   // relaxed: the count only decides whether notify makes a system call; a late decrement costs
   // one needless futex_wake.
   waiters_.fetch_sub(1, std::memory_order_relaxed);
   const LockResult lr =
       core.acquire_fast(ts) ? LockResult::acquired : core.acquire_slow(ts, sys::kNoDeadline, false);
+  if (mine != nullptr) release_slot(ts, mine);
   if (lr == LockResult::not_recoverable) return WaitResult::not_recoverable;
   core.depth = saved_depth;
   if (lr == LockResult::owner_died) return WaitResult::owner_died;

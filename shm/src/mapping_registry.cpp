@@ -22,11 +22,12 @@ std::vector<Entry>& entries() {
 }
 }  // namespace
 
-std::byte* registry_find(MappingKey key, std::uintptr_t base) noexcept {
+std::byte* registry_find(MappingKey key, std::uintptr_t base, std::size_t* mapped_capacity) noexcept {
   std::lock_guard g(mu());
   for (auto& e : entries())
     if (e.key.dev == key.dev && e.key.ino == key.ino && reinterpret_cast<std::uintptr_t>(e.map) == base) {
       ++e.refs;
+      *mapped_capacity = e.capacity;
       return e.map;
     }
   return nullptr;

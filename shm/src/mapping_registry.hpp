@@ -21,8 +21,10 @@ struct MappingKey {
   ino_t ino;
 };
 
-// Returns the existing mapping of `key` at `base` (refs incremented), or nullptr.
-std::byte* registry_find(MappingKey key, std::uintptr_t base) noexcept;
+// Returns the existing mapping of `key` at `base` (refs incremented) and sets *mapped_capacity to
+// the length this process mapped there; or nullptr. The length is the one to trust: a header
+// read back later may have been rewritten by another process.
+std::byte* registry_find(MappingKey key, std::uintptr_t base, std::size_t* mapped_capacity) noexcept;
 // Records a new mapping with refs = 1.
 void registry_add(MappingKey key, std::byte* map, std::size_t capacity);
 using CloseHook = void (*)(std::byte* map, void* ctx);

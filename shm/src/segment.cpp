@@ -15,8 +15,10 @@
 #include <fstream>
 #include <thread>
 
+#include "file_users.hpp"
 #include "mapping_registry.hpp"
 #include "shmkit/locks/lock.hpp"
+#include "shmkit/shm/admin_guard.hpp"
 #include "shmkit/sys/error.hpp"
 #include "shmkit/sys/futex_word.hpp"
 #include "shmkit/sys/log.hpp"
@@ -59,43 +61,49 @@ std::string occupant(std::uintptr_t lo, std::uintptr_t hi) {
   return found.empty() ? "an unknown mapping" : found;
 }
 
-// After the admin lock's owner died: a claimant that died between its two stores leaves pid set
-// with start_time 0 or stale; such an entry names no live process and is freed (INVARIANT5).
-void repair_attach_table(SegmentHeader& h) noexcept {
-  log().warn("segment admin lock: previous owner died; checking the attach table");
-  for (auto& e : h.attach) {
-    sys::ProcessIdentity id{e.pid.load(std::memory_order_relaxed), 0,
-                            e.start_time.load(std::memory_order_relaxed)};
-    if (id.pid != 0 && sys::liveness(id) != sys::Liveness::alive) e.pid.store(0, std::memory_order_relaxed);
+struct alignas(64) HeaderImage {
+  std::array<std::byte, sizeof(SegmentHeader)> bytes{};
+  const SegmentHeader& h() const { return *reinterpret_cast<const SegmentHeader*>(bytes.data()); }
+  SegmentHeader& h() { return *reinterpret_cast<SegmentHeader*>(bytes.data()); }
+  bool blank() const {
+    return std::all_of(bytes.begin(), bytes.end(), [](std::byte b) { return b == std::byte{0}; });
   }
+};
+
+// The header pages: a file shorter than this cannot be touched through the mapping (SIGBUS).
+std::size_t header_end() { return round_up(sizeof(SegmentHeader), sys::page_size()); }
+
+// A file of `fsize` bytes left by a creator that died after sizing it and before writing the
+// header (creators before this version sized the file first): page-multiple, at least the
+// smallest segment, every byte zero. Reads the whole file: only called for a file whose header
+// bytes are already known to be zero.
+bool zero_filled_segment_file(int fd, long fsize) {
+  const auto page = static_cast<long>(sys::page_size());
+  if (fsize < static_cast<long>(SegmentHeader::kDataOffset) + page || fsize % page != 0) return false;
+  std::vector<std::byte> buf(std::size_t{1} << 20);
+  for (long off = 0; off < fsize;) {
+    ssize_t n = sys::pread(fd, buf.data(), buf.size(), off);
+    if (n <= 0) return false;
+    if (!std::all_of(buf.begin(), buf.begin() + n, [](std::byte b) { return b == std::byte{0}; })) return false;
+    off += n;
+  }
+  return true;
 }
 
-// Locks the admin lock, repairing the attach table if its previous owner died. Every admin-lock
-// critical section leaves the table valid after each single store (entries are written
-// start_time-then-pid and cleared pid-first), so repair only has to re-check entries.
-class AdminGuard {
- public:
-  explicit AdminGuard(SegmentHeader& h) : h_(h) {
-    LockResult r = h_.admin_lock.acquire();
-    if (r == LockResult::owner_died) {
-      repair_attach_table(h_);
-      h_.admin_lock.mark_consistent();
-    } else if (r != LockResult::acquired) {
-      throw Error(Errc::not_recoverable, "segment admin lock is not recoverable (a previous repair failed)");
-    }
-  }
-  ~AdminGuard() { h_.admin_lock.unlock(); }
-  AdminGuard(const AdminGuard&) = delete;
-  AdminGuard& operator=(const AdminGuard&) = delete;
+void require_valid_name(std::string_view name) {
+  std::string bad = Segment::check_name(name);
+  if (!bad.empty()) throw Error(Errc::invalid_argument, "invalid segment name '" + std::string(name) + "': " + bad);
+}
 
- private:
-  SegmentHeader& h_;
-};
-
-struct alignas(64) HeaderImage {
-  std::array<std::byte, sizeof(SegmentHeader)> bytes;
-  const SegmentHeader& h() const { return *reinterpret_cast<const SegmentHeader*>(bytes.data()); }
-};
+// Ownership, checked by every way in that opens an existing file (open_named before it may
+// initialise the file, adopt for a descriptor from elsewhere).
+void check_owner(int fd, const SegmentOptions& o, const std::string& what) {
+  struct ::stat st;
+  sys::check(sys::fstat(fd, &st), what + ": fstat");
+  if (!o.allow_other_owner && st.st_uid != ::geteuid())
+    throw Error(Errc::permission_denied, what + ": owned by uid " + std::to_string(st.st_uid) +
+                                             ", not by this user; pass allow_other_owner to open it");
+}
 
 enum class Mode { create, open, open_or_create };
 
@@ -171,6 +179,21 @@ struct Segment::Raw {
                                               " is not a page-aligned user address with room for the capacity");
     // The file is emptied first: a previous creator may have died half-way (we hold the flock).
     sys::check(sys::ftruncate(s.fd_, 0), label(s.name_) + ": ftruncate");
+    // The header (state initialising) is written before the file is sized, so a creator killed
+    // anywhere from here on leaves a file that says what it is (INVARIANT4), never a
+    // zero-filled one. Its first page holds magic and state, so even a write cut short there does.
+    HeaderImage img;
+    SegmentHeader& fresh = img.h();
+    fresh.magic = SegmentHeader::kMagic;
+    fresh.version = SegmentHeader::kLayoutVersion;
+    fresh.header_size = sizeof(SegmentHeader);
+    fresh.state.store(static_cast<std::uint32_t>(SegmentState::initialising), std::memory_order_relaxed);
+    fresh.creator = sys::this_process();
+    fresh.created_unix_ns = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    ssize_t w = sys::check(sys::pwrite(s.fd_, img.bytes.data(), img.bytes.size(), 0), label(s.name_) + ": write header");
+    if (static_cast<std::size_t>(w) != img.bytes.size())
+      throw Error(Errc::system, label(s.name_) + ": short write of the header (" + std::to_string(w) + " bytes)");
     int r = sys::fallocate(s.fd_, 0, static_cast<off_t>(size));
     if (r < 0)
       throw Error(Errc::out_of_memory, label(s.name_) + ": cannot allocate " + std::to_string(size) +
@@ -178,22 +201,18 @@ struct Segment::Raw {
     s.map_ = map_new(s.fd_, o.base, cap, key, label(s.name_));
     s.capacity_ = cap;
     detail::registry_add(file_key(s.fd_, label(s.name_)), s.map_, cap);
-    // The file is freshly zeroed: all-zero bytes are an unlocked Lock and free attach entries.
+    s.home_ = reinterpret_cast<std::uintptr_t>(s.map_);
+    // The rest of the header was written zeroed: all-zero bytes are an unlocked Lock and free
+    // attach entries.
     auto* h = reinterpret_cast<SegmentHeader*>(s.map_);
-    h->magic = SegmentHeader::kMagic;
-    h->version = SegmentHeader::kLayoutVersion;
-    h->header_size = sizeof(SegmentHeader);
-    h->state.store(static_cast<std::uint32_t>(SegmentState::initialising), std::memory_order_relaxed);
-    h->base = reinterpret_cast<std::uintptr_t>(s.map_);
+    h->base = s.home_;
     h->size.store(size, std::memory_order_relaxed);
     h->capacity = cap;
-    h->creator = sys::this_process();
-    h->created_unix_ns = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
     // Release: an opener that sees `ready` (acquire load in wait_ready or validate) sees every
     // header field written above.
     h->state.store(static_cast<std::uint32_t>(SegmentState::ready), std::memory_order_release);
     sys::futex_wake_all(h->state);
+    hold_mapped_lock(s, label(s.name_));
     log().info("created {} at {} size {} capacity {}", s.name_.empty() ? "anonymous segment" : s.name_,
                static_cast<void*>(s.map_), size, cap);
   }
@@ -251,7 +270,9 @@ struct Segment::Raw {
     std::uintptr_t base = img.h().base;
     std::size_t cap = img.h().capacity;
     detail::MappingKey key = file_key(s.fd_, what);
-    s.map_ = detail::registry_find(key, base);  // already mapped at home in this process?
+    // Already mapped at home in this process? Then the length is the one mapped then, whatever
+    // the header says now.
+    s.map_ = detail::registry_find(key, base, &cap);
     if (s.map_ == nullptr) {
       s.map_ = map_fixed(s.fd_, base, cap, what);
       if (s.map_ != nullptr) detail::registry_add(key, s.map_, cap);
@@ -265,15 +286,38 @@ struct Segment::Raw {
       log().info("{}: base {} taken; relocated to {}", what, hex(base), static_cast<void*>(s.map_));
     }
     s.capacity_ = cap;
-    // Re-validate what we mapped (another process may have grown it since the pread: fine).
+    s.home_ = base;
+    // Re-validate what we mapped (another process may have grown it since the pread: fine), and
+    // check that its geometry is the one we mapped: base and capacity never change after
+    // creation, so a difference means another process rewrote them, and nothing this process
+    // computes may depend on the rewritten values (pointer_at, close's munmap use capacity_).
+    if (fsize < static_cast<long>(header_end())) fsize = sys::check(sys::file_size(s.fd_), what + ": fstat");
+    if (fsize < static_cast<long>(header_end()))
+      throw Error(Errc::corrupt, what + ": truncated to " + std::to_string(fsize) + " bytes while being opened");
     validate(s.header(), fsize, what, s.fd_);
+    if (s.header().capacity != s.capacity_ || s.header().base != s.home_)
+      throw Error(Errc::corrupt, what + ": header says capacity " + std::to_string(s.header().capacity) + " at " +
+                                     hex(s.header().base) + ", but this process mapped it with capacity " +
+                                     std::to_string(s.capacity_) + " at " + hex(s.home_) +
+                                     ": another process rewrote the header");
+    hold_mapped_lock(s, what);
     log().debug("opened {} at {} (home {})", what, static_cast<void*>(s.map_), hex(base));
+  }
+
+  // Every Segment holds the mapped lock while it maps its file (file_users.hpp).
+  static void hold_mapped_lock(Segment& s, const std::string& what) {
+    int r = detail::hold_mapped_lock(s.fd_);
+    if (r == -EAGAIN)
+      throw Error(Errc::corrupt, what + ": another process holds a write lock on its in-use byte (no shmkit code does)",
+                  EAGAIN);
+    sys::check(r, what + ": lock the in-use byte");
   }
 
   static void attach(Segment& s) {
     SegmentHeader& h = s.header();
     sys::ProcessIdentity me = sys::this_process();
     AdminGuard g(h);
+    g.require(label(s.name_) + ": attach");
     int free_slot = -1;
     for (std::size_t i = 0; i < SegmentHeader::kAttachSlots; ++i) {
       auto& e = h.attach[i];
@@ -316,8 +360,7 @@ struct Segment::Raw {
   }
 
   static Segment open_named(std::string_view name_in, Mode mode, std::size_t size, const SegmentOptions& o) {
-    std::string bad = check_name(name_in);
-    if (!bad.empty()) throw Error(Errc::invalid_argument, "invalid segment name '" + std::string(name_in) + "': " + bad);
+    require_valid_name(name_in);
     Segment s;
     s.name_ = std::string(name_in);
     const std::string what = label(s.name_);
@@ -342,22 +385,29 @@ struct Segment::Raw {
         sys::check(fd, what + ": open");
       }
       s.fd_ = fd;
+      check_owner(fd, o, what);
+      flock_until(fd, deadline, what);
+      // Under the flock: nobody else is initialising, and nobody removes the name by
+      // remove_if_unused(). If that removal came first, this file is no longer NAME: start again.
       struct ::stat st;
       sys::check(sys::fstat(fd, &st), what + ": fstat");
-      if (!o.allow_other_owner && st.st_uid != ::geteuid())
-        throw Error(Errc::permission_denied, what + ": owned by uid " + std::to_string(st.st_uid) +
-                                                 ", not by this user; pass allow_other_owner to open it");
-      flock_until(fd, deadline, what);
-      // Under the flock: nobody else is initialising. Decide whether the file needs initialising.
-      long fsize = sys::check(sys::file_size(fd), what + ": fstat");
-      bool needs_init = false;
+      if (st.st_nlink == 0) {
+        s.fd_ = -1;
+        (void)sys::close(fd);
+        continue;
+      }
+      // Decide whether the file needs initialising.
+      long fsize = st.st_size;
+      bool needs_init = false, headerless = false;
       if (fsize == 0) {
         needs_init = true;  // a creator between create and flock, or one that died there
       } else if (fsize >= static_cast<long>(sizeof(SegmentHeader))) {
         HeaderImage img;
         sys::check(sys::pread(fd, img.bytes.data(), img.bytes.size(), 0), what + ": read header");
-        needs_init = img.h().magic == SegmentHeader::kMagic &&
-                     img.h().state.load(std::memory_order_acquire) == static_cast<std::uint32_t>(SegmentState::initialising);
+        headerless = img.blank() && zero_filled_segment_file(fd, fsize);
+        needs_init = headerless || (img.h().magic == SegmentHeader::kMagic &&
+                                    img.h().state.load(std::memory_order_acquire) ==
+                                        static_cast<std::uint32_t>(SegmentState::initialising));
       }
       if (needs_init && mode == Mode::open) {
         if (fsize == 0 && sys::Clock::now() < deadline) {
@@ -369,8 +419,10 @@ struct Segment::Raw {
           continue;
         }
         throw Error(fsize == 0 ? Errc::not_a_segment : Errc::owner_dead,
-                    what + (fsize == 0 ? ": empty file: not a shmkit segment, or its creator died before initialising it"
-                                       : ": its creator died while initialising it; remove it or use open_or_create"));
+                    what + (fsize == 0    ? ": empty file: not a shmkit segment, or its creator died before initialising it"
+                            : headerless ? ": zero-filled with no header: its creator died after sizing it; remove it or "
+                                           "use open_or_create"
+                                         : ": its creator died while initialising it; remove it or use open_or_create"));
       }
       if (needs_init) {
         if (!created) log().info("{}: initialising a segment its creator left uninitialised", what);
@@ -416,12 +468,17 @@ Segment Segment::open_or_create(std::string_view name, std::size_t size, const S
 
 Segment Segment::create_anonymous(std::size_t size, const SegmentOptions& opts) {
   Segment s;
-  s.fd_ = static_cast<int>(sys::check(sys::memfd_create("shmkit", MFD_CLOEXEC), "anonymous segment: memfd_create"));
+  s.fd_ = static_cast<int>(
+      sys::check(sys::memfd_create("shmkit", MFD_CLOEXEC | MFD_ALLOW_SEALING), "anonymous segment: memfd_create"));
   static std::atomic<unsigned> counter{0};
   // Relaxed: only uniqueness of the key matters.
   std::string key = "anon:" + std::to_string(::getpid()) + ":" +
                     std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
   Raw::initialise(s, size, opts, key);
+  // No process that holds this fd (children, receivers of send_to) can shrink the file under the
+  // others' mappings: a memfd is the one kind of segment file the kernel lets us seal. Growth
+  // (fallocate) stays allowed.
+  sys::check(sys::add_seals(s.fd_, F_SEAL_SHRINK), "anonymous segment: seal against shrinking");
   if (opts.attach) Raw::attach(s);
   return s;
 }
@@ -429,14 +486,78 @@ Segment Segment::create_anonymous(std::size_t size, const SegmentOptions& opts) 
 Segment Segment::adopt(int fd, const SegmentOptions& opts) {
   Segment s;
   s.fd_ = fd;
+  check_owner(fd, opts, "adopted segment");
   Raw::map_existing(s, opts);
   if (opts.attach) Raw::attach(s);
   return s;
 }
 
+namespace {
+// Opens /dev/shm/NAME read-only for in_use()/remove_if_unused() (its own open file description,
+// so the query sees every Segment's mapped lock, this process's included).
+int open_for_query(const std::string& n) {
+  int fd = sys::shm_open(n.c_str(), O_RDONLY, 0);
+  if (fd == -ENOENT) throw Error(Errc::not_found, "segment " + n + ": no such segment", ENOENT);
+  return static_cast<int>(sys::check(fd, "segment " + n + ": open"));
+}
+
+// The in-use decision, made while holding the file's flock in `mode` (LOCK_SH to look, LOCK_EX
+// to remove): a flock held elsewhere means a process is creating or opening it right now.
+// Calls `then` (under the flock) when nobody uses the file. Returns whether it was unused.
+template <class F>
+bool when_unused(int fd, int mode, F then) {
+  int r = sys::flock(fd, mode | LOCK_NB);
+  if (r == -EWOULDBLOCK) return false;
+  if (r < 0) return false;  // cannot tell: in use, as removal must err on keeping the file
+  bool unused = !detail::file_in_use(fd);
+  if (unused) then();
+  (void)sys::flock(fd, LOCK_UN);
+  return unused;
+}
+}  // namespace
+
+bool Segment::in_use(std::string_view name) {
+  require_valid_name(name);
+  std::string n(name);
+  int fd = open_for_query(n);
+  bool unused = when_unused(fd, LOCK_SH, [] {});
+  (void)sys::close(fd);
+  return !unused;
+}
+
+bool Segment::remove_if_unused(std::string_view name) {
+  require_valid_name(name);
+  std::string n(name);
+  int fd = open_for_query(n);
+  int unlinked = 0;
+  bool unused = when_unused(fd, LOCK_EX, [&] {
+    // Still NAME? (another remover may have been first, and NAME be a new file by now)
+    int now_fd = sys::shm_open(n.c_str(), O_RDONLY, 0);
+    struct ::stat mine, now;
+    if (now_fd >= 0 && sys::fstat(fd, &mine) == 0 && sys::fstat(now_fd, &now) == 0 && mine.st_ino == now.st_ino &&
+        mine.st_dev == now.st_dev)
+      unlinked = sys::shm_unlink(n.c_str()) == 0 ? 1 : -1;
+    if (now_fd >= 0) (void)sys::close(now_fd);
+  });
+  (void)sys::close(fd);
+  if (unused && unlinked == 1) log().info("removed unused segment {}", n);
+  return unused && unlinked == 1;
+}
+
+Segment::FileKind Segment::inspect_file(int fd) {
+  long fsize = sys::check(sys::file_size(fd), "inspect segment file: fstat");
+  if (fsize == 0) return FileKind::empty;
+  HeaderImage img;
+  ssize_t n = sys::check(sys::pread(fd, img.bytes.data(), img.bytes.size(), 0), "inspect segment file: read");
+  if (n >= static_cast<ssize_t>(sizeof(std::uint64_t)) && img.h().magic == SegmentHeader::kMagic)
+    return FileKind::segment;
+  if (n == static_cast<ssize_t>(img.bytes.size()) && img.blank() && zero_filled_segment_file(fd, fsize))
+    return FileKind::incomplete;
+  return FileKind::other;
+}
+
 void Segment::remove(std::string_view name) {
-  std::string bad = check_name(name);
-  if (!bad.empty()) throw Error(Errc::invalid_argument, "invalid segment name '" + std::string(name) + "': " + bad);
+  require_valid_name(name);
   std::string n(name);
   int r = sys::shm_unlink(n.c_str());
   if (r == -ENOENT) throw Error(Errc::not_found, "segment " + n + ": no such segment", ENOENT);
@@ -445,7 +566,12 @@ void Segment::remove(std::string_view name) {
 }
 
 Segment::Segment(Segment&& o) noexcept
-    : map_(o.map_), capacity_(o.capacity_), fd_(o.fd_), name_(std::move(o.name_)), attach_slot_(o.attach_slot_) {
+    : map_(o.map_),
+      capacity_(o.capacity_),
+      home_(o.home_),
+      fd_(o.fd_),
+      name_(std::move(o.name_)),
+      attach_slot_(o.attach_slot_) {
   o.map_ = nullptr;
   o.fd_ = -1;
   o.attach_slot_ = -1;
@@ -456,6 +582,7 @@ Segment& Segment::operator=(Segment&& o) noexcept {
     close();
     map_ = o.map_;
     capacity_ = o.capacity_;
+    home_ = o.home_;
     fd_ = o.fd_;
     name_ = std::move(o.name_);
     attach_slot_ = o.attach_slot_;
@@ -470,17 +597,24 @@ Segment::~Segment() { close(); }
 
 void Segment::close() noexcept {
   if (map_ != nullptr && attach_slot_ >= 0) {
-    // Only the process that attached clears its entry (a forked child shares the object but is
-    // not that process).
-    auto& e = header().attach[attach_slot_];
-    sys::ProcessIdentity me = sys::this_process();
-    try {
+    // The header is touched only while the file still backs it: another process may have cut the
+    // file short (ftruncate), and a page past the end of the file raises SIGBUS. (The check and
+    // the access are not atomic: README "Guarantees" states what remains.)
+    long fsize = sys::file_size(fd_);
+    if (fsize < static_cast<long>(header_end())) {
+      log().warn("{}: the file was cut to {} bytes by another process; not detaching", Raw::label(name_), fsize);
+    } else {
+      // Only the process that attached clears its entry (a forked child shares the object but is
+      // not that process).
+      auto& e = header().attach[attach_slot_];
+      sys::ProcessIdentity me = sys::this_process();
       AdminGuard g(header());
-      if (e.pid.load(std::memory_order_relaxed) == me.pid &&
-          e.start_time.load(std::memory_order_relaxed) == me.start_time)
-        e.pid.store(0, std::memory_order_release);
-    } catch (const std::exception& ex) {
-      log().warn("{}: detach failed: {}", Raw::label(name_), ex.what());
+      if (!g.held()) {
+        log().warn("{}: detach skipped: the admin lock is not recoverable", Raw::label(name_));
+      } else if (e.pid.load(std::memory_order_relaxed) == me.pid &&  // relaxed: admin lock held
+                 e.start_time.load(std::memory_order_relaxed) == me.start_time) {
+        e.pid.store(0, std::memory_order_release);  // pairs with attached()/ls readers' acquire
+      }
     }
   }
   attach_slot_ = -1;
@@ -500,15 +634,15 @@ void Segment::close() noexcept {
   }
 }
 
-std::uintptr_t Segment::home() const noexcept { return map_ ? header().base : 0; }
+std::size_t Segment::size() const noexcept { return mapped_size(map_, capacity_); }
 
-std::size_t Segment::size() const noexcept {
+std::size_t Segment::mapped_size(const std::byte* map, std::size_t capacity) noexcept {
   // Acquire: pairs with the release store in try_grow, after the file was extended (INVARIANT6).
   // Clamped to the mapping: a header damaged after open must not make pointer_at() hand out
   // addresses past what this process mapped.
-  if (map_ == nullptr) return 0;
-  std::uint64_t s = header().size.load(std::memory_order_acquire);
-  return s <= capacity_ ? s : capacity_;
+  if (map == nullptr) return 0;
+  std::uint64_t s = reinterpret_cast<const SegmentHeader*>(map)->size.load(std::memory_order_acquire);
+  return s <= capacity ? s : capacity;
 }
 
 void Segment::add_close_hook(CloseHook fn, void* ctx) const {
@@ -516,33 +650,29 @@ void Segment::add_close_hook(CloseHook fn, void* ctx) const {
 }
 void Segment::remove_close_hook(void* ctx) const noexcept { detail::registry_remove_hook(map_, ctx); }
 
-Lock& Segment::admin_lock() const noexcept { return header().admin_lock; }
-
 int Segment::try_grow(std::size_t new_size) noexcept {
-  if (map_ == nullptr) return -EBADF;
+  int rc = try_grow_mapping(map_, capacity_, fd_, new_size);
+  if (rc == 0) log().debug("{}: grown to at least {} bytes", Raw::label(name_), new_size);
+  return rc;
+}
+
+int Segment::try_grow_mapping(std::byte* map, std::size_t capacity, int fd, std::size_t new_size) noexcept {
+  if (map == nullptr) return -EBADF;
   new_size = round_up(new_size, sys::page_size());
-  if (new_size <= size()) return 0;
-  if (new_size > capacity_) return -ENOMEM;
-  SegmentHeader& h = header();
-  LockResult r = h.admin_lock.acquire();
-  if (r == LockResult::not_recoverable) return -ENOTRECOVERABLE;
-  if (r == LockResult::owner_died) {
-    // Growth publishes size only after the file is extended, so a death anywhere leaves
-    // file size >= size (INVARIANT6). The dead owner may have been attaching instead: repair the
-    // attach table as AdminGuard does, then mark consistent.
-    repair_attach_table(h);
-    h.admin_lock.mark_consistent();
-  }
+  if (new_size <= mapped_size(map, capacity)) return 0;
+  if (new_size > capacity) return -ENOMEM;
+  SegmentHeader& h = *reinterpret_cast<SegmentHeader*>(map);
   int rc = 0;
-  std::uint64_t cur = h.size.load(std::memory_order_relaxed);  // relaxed: admin lock held
-  if (new_size > cur) {
-    rc = sys::fallocate(fd_, static_cast<off_t>(cur), static_cast<off_t>(new_size - cur));
-    if (rc == 0) {
-      h.size.store(new_size, std::memory_order_release);  // pairs with size()'s acquire
+  {
+    // A holder that died here leaves file size >= size (INVARIANT6): the guard's repair suffices.
+    AdminGuard g(h);
+    if (!g.held()) return -ENOTRECOVERABLE;
+    std::uint64_t cur = h.size.load(std::memory_order_relaxed);  // relaxed: admin lock held
+    if (new_size > cur) {
+      rc = sys::fallocate(fd, static_cast<off_t>(cur), static_cast<off_t>(new_size - cur));
+      if (rc == 0) h.size.store(new_size, std::memory_order_release);  // pairs with size()'s acquire
     }
   }
-  h.admin_lock.unlock();
-  if (rc == 0) log().debug("{}: grew to {} bytes", Raw::label(name_), new_size);
   return rc;
 }
 
@@ -560,10 +690,20 @@ void Segment::grow(std::size_t new_size) {
 std::vector<AttachedProcess> Segment::attached() const {
   std::vector<AttachedProcess> out;
   if (map_ == nullptr) return out;
-  for (auto& e : header().attach) {
-    std::int32_t pid = e.pid.load(std::memory_order_acquire);  // pairs with attach's release
+  // Read through the descriptor: past the end of a file another process cut short, pread returns
+  // fewer bytes where the mapping would raise SIGBUS. The kernel's copy gives no ordering between
+  // an entry's two words, so an entry being written at this moment may read with a stale
+  // start_time (and show as dead) in this one snapshot; attach() itself works under the lock.
+  std::array<AttachEntry, SegmentHeader::kAttachSlots> table;
+  ssize_t n = sys::pread(fd_, table.data(), sizeof table, static_cast<off_t>(offsetof(SegmentHeader, attach)));
+  if (n < 0) {
+    log().warn("{}: cannot read the attach table: {}", Raw::label(name_), std::strerror(static_cast<int>(-n)));
+    return out;
+  }
+  for (std::size_t i = 0; i < static_cast<std::size_t>(n) / sizeof(AttachEntry); ++i) {
+    std::int32_t pid = table[i].pid.load(std::memory_order_relaxed);  // a private copy
     if (pid == 0) continue;
-    sys::ProcessIdentity id{pid, 0, e.start_time.load(std::memory_order_relaxed)};
+    sys::ProcessIdentity id{pid, 0, table[i].start_time.load(std::memory_order_relaxed)};
     out.push_back({id, sys::liveness(id)});
   }
   return out;

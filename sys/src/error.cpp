@@ -23,6 +23,7 @@ std::string_view to_string(Errc e) noexcept {
     case Errc::protocol: return "protocol error";
     case Errc::unsupported: return "unsupported";
     case Errc::system: return "system error";
+    case Errc::bad_magic: return "bad magic (not the object expected)";
   }
   return "unknown error";
 }

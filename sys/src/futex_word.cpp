@@ -46,6 +46,30 @@ FutexResult futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
   }
 }
 
+FutexWaitAnyResult futex_wait_any(const FutexWaitItem* items, unsigned n, Deadline deadline) noexcept {
+  if (n == 0 || n > kFutexWaitAnyMax) {
+    std::fprintf(stderr, "shmkit: futex_wait_any with %u words (1..%u)\n", n, kFutexWaitAnyMax);
+    std::abort();
+  }
+  struct futex_waitv waiters[kFutexWaitAnyMax] = {};
+  for (unsigned i = 0; i < n; ++i) {
+    waiters[i].val = items[i].expected;
+    waiters[i].uaddr = reinterpret_cast<std::uintptr_t>(futex_address(*items[i].word));
+    waiters[i].flags = FUTEX_32;  // shared (no FUTEX_PRIVATE_FLAG): the words are in MAP_SHARED memory
+  }
+  timespec ts = to_timespec(deadline);  // futex_waitv takes an absolute time on the given clock
+  long r = ::syscall(SYS_futex_waitv, waiters, n, 0, deadline == kNoDeadline ? nullptr : &ts, CLOCK_MONOTONIC);
+  if (r >= 0) return {FutexResult::woken, static_cast<int>(r)};
+  switch (errno) {
+    case EAGAIN: return {FutexResult::value_changed, -1};
+    case ETIMEDOUT: return {FutexResult::timed_out, -1};
+    case EINTR: return {FutexResult::interrupted, -1};
+    default:
+      std::fprintf(stderr, "shmkit: futex_waitv failed with errno %d\n", errno);
+      std::abort();
+  }
+}
+
 int futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept {
   long r = futex_raw(word, FUTEX_WAKE, static_cast<std::uint32_t>(count), nullptr, nullptr, 0);
   if (r < 0) {

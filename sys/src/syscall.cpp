@@ -41,12 +41,15 @@ int memfd_create(const char* name, unsigned flags) noexcept {
   int fd = ::memfd_create(name, flags);
   return fd >= 0 ? fd : -errno;
 }
-int add_seals(int fd, int seals) noexcept { return ::fcntl(fd, F_ADD_SEALS, seals) == 0 ? 0 : -errno; }
 int get_seals(int fd) noexcept {
   int r = ::fcntl(fd, F_GET_SEALS);
   return r >= 0 ? r : -errno;
 }
 int close(int fd) noexcept { return ::close(fd) == 0 ? 0 : -errno; }
+int dup_cloexec(int fd) noexcept {
+  int r = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  return r >= 0 ? r : -errno;
+}
 int ftruncate(int fd, off_t len) noexcept { return retry([&] { return ::ftruncate(fd, len); }); }
 int fallocate(int fd, off_t offset, off_t len) noexcept {
   // posix_fallocate returns the error number instead of setting errno.
@@ -67,6 +70,32 @@ int flock(int fd, int op) noexcept { return retry([&] { return ::flock(fd, op); 
 ssize_t pread(int fd, void* buf, std::size_t len, off_t offset) noexcept {
   return retry([&] { return ::pread(fd, buf, len, offset); });
 }
+ssize_t pwrite(int fd, const void* buf, std::size_t len, off_t offset) noexcept {
+  return retry([&] { return ::pwrite(fd, buf, len, offset); });
+}
+namespace {
+struct ::flock ofd_range(short type, off_t start, off_t len) {
+  struct ::flock fl {};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = start;
+  fl.l_len = len;
+  fl.l_pid = 0;  // required to be 0 for OFD locks
+  return fl;
+}
+}  // namespace
+int ofd_lock(int fd, short type, off_t start, off_t len) noexcept {
+  struct ::flock fl = ofd_range(type, start, len);
+  int r = retry([&] { return ::fcntl(fd, F_OFD_SETLK, &fl); });
+  return r == -EACCES ? -EAGAIN : r;  // POSIX allows either for "held by another"
+}
+int ofd_lock_conflicts(int fd, short type, off_t start, off_t len) noexcept {
+  struct ::flock fl = ofd_range(type, start, len);
+  int r = retry([&] { return ::fcntl(fd, F_OFD_GETLK, &fl); });
+  if (r < 0) return r;
+  return fl.l_type == F_UNLCK ? 0 : 1;
+}
+int add_seals(int fd, int seals) noexcept { return retry([&] { return ::fcntl(fd, F_ADD_SEALS, seals); }); }
 ssize_t read(int fd, void* buf, std::size_t len) noexcept {
   return retry([&] { return ::read(fd, buf, len); });
 }

@@ -77,8 +77,7 @@ struct Fixture {
   }
   void stop_server(Child& c) {
     flags->stop.store(true);
-    ch.control()->doorbell.fetch_add(1);
-    sys::futex_wake_all(ch.control()->doorbell);
+    ch.control()->doorbell.notify_all();
     EXPECT_EQ(c.wait(10s), 0);
   }
   SharedMem mem;
@@ -169,8 +168,7 @@ TEST(ChannelRpc, MalformedFramesInTheWindowGetErrorReplies) {
   auto raw_exchange = [&](wire::Header h) {
     std::memcpy(f.ch.request_area(idx), &h, sizeof h);
     w.turn.store(ChannelWindow::kServerTurn);
-    f.ch.control()->doorbell.fetch_add(1);
-    sys::futex_wake_all(f.ch.control()->doorbell);
+    f.ch.control()->doorbell.notify_all();
     auto until = sys::Clock::now() + 5s;
     while (w.turn.load() != ChannelWindow::kClientTurn && sys::Clock::now() < until) std::this_thread::yield();
     wire::Header rh;
@@ -201,7 +199,7 @@ TEST(ChannelRpc, SeveralClientProcessesAtOnce) {
   for (int c = 0; c < kClients; ++c)
     clients.emplace_back([&f, c] {
       ChannelClient cl = ChannelClient::connect(f.ch, sys::Clock::now() + 5s);
-      cl.set_spin(500);
+      cl.set_spin(std::chrono::microseconds(25));
       for (int i = 0; i < kCalls; ++i) {
         auto req = pattern(static_cast<std::size_t>(i % 300), static_cast<unsigned>(c * 1000 + i));
         CallResult r = cl.call(kEcho, req, sys::Clock::now() + 10s);

@@ -1,5 +1,6 @@
 // Tests that the Queue survives producers and consumers SIGKILLed at random moments, in the middle
-// of push and pop, while others keep going: the queue is never wedged, and exactly-once delivery
+// of push and pop (also while they hold a side claimed: claim_producer / claim_consumer), while
+// others keep going: the queue is never wedged, and exactly-once delivery
 // holds for every completely pushed message (push returned ok). Consumers pop with a PopReceipt
 // into shared memory so that a message handed to a consumer that died before it could log it is
 // still accounted for; producers log each push that returned. At the end (after close and drain):
@@ -73,9 +74,11 @@ struct Shared {
 
 using shmkit::testing::SharedMem;
 
-int run_producer(Queue q, ProducerRole& role, std::uint32_t r, const std::atomic<bool>& stop) {
+int run_producer(Queue q, ProducerRole& role, std::uint32_t r, const std::atomic<bool>& stop, bool claim) {
   std::uint32_t g = role.gens.fetch_add(1);
   if (g >= kMaxGen) return 5;
+  // A claimant keeps the producer lock from here to its exit or death (queue.hpp, "One producer").
+  if (claim && q.claim_producer(sys::Clock::now() + 20s) != QueueStatus::ok) return 7;
   auto total = [&] {
     std::uint32_t t = 0;
     for (std::uint32_t i = 0; i <= g; ++i) t += role.done[i].load();
@@ -101,7 +104,8 @@ void append(ConsumerRole& role, std::uint64_t pos, std::atomic<std::uint32_t>& b
   role.len.store(n + 1);
 }
 
-int run_consumer(Queue q, ConsumerRole& role, std::atomic<std::uint32_t>& bad) {
+int run_consumer(Queue q, ConsumerRole& role, std::atomic<std::uint32_t>& bad, bool claim) {
+  if (claim && q.claim_consumer(sys::Clock::now() + 20s) != QueueStatus::ok) return 7;
   // Recovery: a previous incarnation may have died after its pop committed (the receipt names the
   // message, and `out` holds it) but before it logged the message.
   std::uint64_t rp = role.receipt.pos.load();
@@ -118,7 +122,9 @@ int run_consumer(Queue q, ConsumerRole& role, std::atomic<std::uint32_t>& bad) {
   }
 }
 
-TEST(QueueCrash, RandomKillsKeepExactlyOnce) {
+// claims: producer 0 and consumer 0 claim their side for their whole life (the one-producer /
+// one-consumer path without a locked instruction per message); the others wait for the lock.
+void random_kills_keep_exactly_once(bool claims) {
   SharedMem qmem(Queue::required_bytes(4096));
   SharedMem smem(sizeof(Shared));
   auto* sh = new (smem.base) Shared{};
@@ -128,9 +134,9 @@ TEST(QueueCrash, RandomKillsKeepExactlyOnce) {
   auto spawn = [&](std::uint32_t who) {
     return Child([&, who] {
       Queue mine = Queue::attach(qmem.base, qmem.size, region);
-      mine.set_spin(50);
-      if (who < kProducers) return run_producer(mine, sh->producers[who], who, sh->stop);
-      return run_consumer(mine, sh->consumers[who - kProducers], sh->bad);
+      mine.set_spin(std::chrono::microseconds(2));
+      if (who < kProducers) return run_producer(mine, sh->producers[who], who, sh->stop, claims && who == 0);
+      return run_consumer(mine, sh->consumers[who - kProducers], sh->bad, claims && who == kProducers);
     });
   };
   std::vector<std::optional<Child>> kids(kProducers + kConsumers);
@@ -195,9 +201,12 @@ TEST(QueueCrash, RandomKillsKeepExactlyOnce) {
   EXPECT_EQ(phantom, 0);
   EXPECT_GE(completed, 10000u) << "the producers hardly ran";
   EXPECT_GE(kills, 50) << "too few kills to mean anything";
-  std::printf("queue crash: %d kills, %u completed pushes, %zu delivered, %d in-flight pushes delivered\n", kills,
-              completed, delivered.size(), inflight_delivered);
+  std::printf("queue crash%s: %d kills, %u completed pushes, %zu delivered, %d in-flight pushes delivered\n",
+              claims ? " (claimed sides)" : "", kills, completed, delivered.size(), inflight_delivered);
 }
+
+TEST(QueueCrash, RandomKillsKeepExactlyOnce) { random_kills_keep_exactly_once(false); }
+TEST(QueueCrash, RandomKillsKeepExactlyOnceWithClaimedSides) { random_kills_keep_exactly_once(true); }
 
 // ---- deterministic producer repair --------------------------------------------------------
 

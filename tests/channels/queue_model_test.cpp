@@ -188,7 +188,7 @@ TEST(QueueModel, ManyProducersAndConsumersDeliverExactlyOnce) {
   for (std::uint32_t c = 0; c < kConsumers; ++c)
     kids.emplace_back([&] {
       Queue mine = Queue::attach(qmem.base, qmem.size);
-      mine.set_spin(200);
+      mine.set_spin(std::chrono::microseconds(10));
       std::vector<std::int64_t> last(kProducers, -1);
       Msg m;
       for (;;) {
@@ -208,7 +208,7 @@ TEST(QueueModel, ManyProducersAndConsumersDeliverExactlyOnce) {
   for (std::uint32_t p = 0; p < kProducers; ++p)
     producers.emplace_back([&, p] {
       Queue mine = Queue::attach(qmem.base, qmem.size);
-      mine.set_spin(200);
+      mine.set_spin(std::chrono::microseconds(10));
       for (std::uint32_t s = 0; s < kPerProducer; ++s) {
         Msg m{p, s, checksum(p, s), {}};
         if (s % 3 == 0) {
@@ -248,8 +248,8 @@ TEST(QueueModel, SleepersAreWokenAtOnce) {
   constexpr int kRounds = 3000;
   shmkit::testing::Child echo([&] {
     Queue in = Queue::attach(mem.base, half), out = Queue::attach(mem.base + half, half);
-    in.set_spin(0);
-    out.set_spin(0);
+    in.set_spin(std::chrono::nanoseconds(0));
+    out.set_spin(std::chrono::nanoseconds(0));
     std::byte b[64];
     for (int i = 0; i < kRounds; ++i) {
       QueueResult r = in.pop(b, sys::Clock::now() + 10s);
@@ -258,8 +258,8 @@ TEST(QueueModel, SleepersAreWokenAtOnce) {
     }
     return 0;
   });
-  ping.set_spin(0);
-  pong.set_spin(0);
+  ping.set_spin(std::chrono::nanoseconds(0));
+  pong.set_spin(std::chrono::nanoseconds(0));
   int slow = 0;
   std::byte b[64] = {};
   for (int i = 0; i < kRounds; ++i) {
@@ -286,7 +286,7 @@ TEST(QueueModel, CloseDrainsThenEndsAndWakesSleepers) {
   // A consumer asleep on an empty queue is woken by close() and sees the end.
   shmkit::testing::Child sleeper([&] {
     Queue mine = Queue::attach(mem.base, mem.size);
-    mine.set_spin(0);
+    mine.set_spin(std::chrono::nanoseconds(0));
     std::byte out[256];
     auto t0 = sys::Clock::now();
     QueueResult r = mine.pop(out, t0 + 10s);

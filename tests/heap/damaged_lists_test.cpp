@@ -131,7 +131,7 @@ TEST(HeapDamagedLists, HugeFreeChunkSizeIsNotFollowed) {
               REQUIRE(i >= 0);
               u64 head = c.bin_head[i].load();
               *reinterpret_cast<u64*>(heap.base() + head + 8) =
-                  shmkit::heapimpl::make_word(head, u64{1} << 40, shmkit::heapimpl::st_free);
+                  shmkit::heapimpl::make_word(c.check_key, head, u64{1} << 40, shmkit::heapimpl::st_free);
             }),
             0);
 }

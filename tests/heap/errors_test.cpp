@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "shmkit/heap/heap.hpp"
 #include "shmkit/shm/segment.hpp"
@@ -96,4 +98,55 @@ TEST(HeapErrors, ShmkitVerifyCommandFindsDamage) {
   Heap::detach(seg);
 }
 
+// Issue 14 item 7, "An interior pointer is freed and handed out again": data stored inside a live
+// block that looks like a chunk header — the 16 bytes a header holds, with check bits computed from
+// the offset as the heap's public formula used to, or a copy of a real header — must not make the
+// pointer after it a block. deallocate refuses it, the live block is never handed out again, and
+// the heap stays consistent.
+std::uint64_t offset_only_check_bits(std::uint64_t off) {  // the formula the check bits used to be
+  return (((off >> 4) * 0x9E3779B97F4A7C15ULL) >> 52) << 52;
+}
+
+TEST(HeapErrors, InteriorPointerWithForgedHeaderIsRefusedAndNotHandedOutAgain) {
+  auto seg = Segment::create_anonymous(4 << 20);
+  Heap& heap = Heap::attach(seg);
+  constexpr std::uint64_t kUsed = 2;
+  for (std::size_t live_size : {512u, 1000u, 8192u}) {
+    auto* live = static_cast<std::byte*>(heap.allocate(live_size));
+    auto* other = static_cast<std::byte*>(heap.allocate(48));
+    ASSERT_NE(live, nullptr);
+    ASSERT_NE(other, nullptr);
+    for (std::size_t at = 64; at + 64 <= live_size; at += 160) {
+      std::byte* interior = live + at;
+      const std::uint64_t ch = seg.offset_of(interior) - 16;
+      for (std::uint64_t fake_size : {32u, 48u, 64u}) {
+        // A forged header: boundary tag 0, then size | used | the offset's check bits.
+        std::uint64_t forged[2] = {0, offset_only_check_bits(ch) | fake_size | kUsed};
+        std::memcpy(interior - 16, forged, sizeof forged);
+        EXPECT_EQ(heap.deallocate(interior), HeapStatus::foreign_pointer)
+            << "forged header at " << at << " bytes into a " << live_size << "-byte block, size " << fake_size;
+        EXPECT_EQ(heap.usable_size(interior), 0u);
+      }
+      // A copy of a real header (the 16 bytes before another live block).
+      std::memcpy(interior - 16, other - 16, 16);
+      EXPECT_EQ(heap.deallocate(interior), HeapStatus::foreign_pointer) << "copied header at " << at;
+    }
+    // Nothing handed out lies inside the live block.
+    std::vector<void*> got;
+    for (int i = 0; i < 200; ++i) {
+      auto* p = static_cast<std::byte*>(heap.allocate(16 + static_cast<std::size_t>(i % 4) * 16));
+      ASSERT_NE(p, nullptr);
+      EXPECT_FALSE(p >= live && p < live + live_size) << "a block was handed out inside a live block";
+      got.push_back(p);
+    }
+    for (void* p : got) EXPECT_EQ(heap.deallocate(p), HeapStatus::ok);
+    EXPECT_EQ(heap.deallocate(live), HeapStatus::ok);
+    EXPECT_EQ(heap.deallocate(other), HeapStatus::ok);
+    auto f = heap.verify();
+    EXPECT_TRUE(f.empty()) << f.front().message;
+  }
+  Heap::detach(seg);
+}
+
 }  // namespace
+

@@ -1,7 +1,9 @@
 // Tests named objects: find_or_construct with constructor arguments, find, destroy; a lookup with
 // the wrong type (size or type identity) is an error; several processes racing to construct the
 // same names end with exactly one object per name (one constructor run); a process SIGKILLed in
-// the middle of a constructor leaves no half-built object and no lost block.
+// the middle of a constructor leaves no half-built object and no lost block; a named object that
+// does not fit (or that a thread finding every cache slot taken asks for) after another process
+// constructed one and exited throws out_of_memory or succeeds, never aborts.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -10,7 +12,9 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "../../heap/src/layout.hpp"
 #include "shmkit/heap/heap.hpp"
 #include "shmkit/shm/segment.hpp"
 #include "shmkit/sys/error.hpp"
@@ -160,6 +164,85 @@ TEST_F(NamedObjects, ProcessKilledInsideAConstructorLeavesNoHalfBuiltObject) {
   EXPECT_EQ(st.bytes_owned, 0u);
   EXPECT_TRUE(heap.verify().empty());
   Heap::detach(seg);
+}
+
+
+
+// Issue 14 item 11, "A named object that does not fit aborts the process": the failed allocation
+// inside find_or_construct (which holds the directory lock) runs reclaim_dead, which must not take
+// that lock a second time. A process that constructed a named object and exited leaves a dead
+// owner entry, which is what makes reclaim_dead reach for the directory lock. Both paths: an
+// object larger than the segment's capacity, and a small one asked for by a thread that finds every
+// cache slot taken. Run in a child, so that the abort of the unfixed heap is a failed exit status.
+struct TooBig {
+  char bytes[8 << 20];  // larger than the segment's capacity below
+};
+
+void leave_a_dead_owner(Segment& seg) {
+  shmkit::testing::Child early([&] {
+    (void)Heap::attach(seg).find_or_construct<int>("early", 7);
+    return 0;
+  });
+  ASSERT_EQ(early.wait(), 0);
+}
+
+TEST_F(NamedObjects, NamedObjectThatDoesNotFitThrowsOutOfMemory) {
+  shmkit::SegmentOptions o;
+  o.capacity = std::size_t{4} << 20;
+  auto seg = Segment::create_anonymous(std::size_t{1} << 20, o);
+  leave_a_dead_owner(seg);
+  shmkit::testing::Child user([&] {
+    Heap& heap = Heap::attach(seg);
+    try {
+      (void)heap.find_or_construct<TooBig>("too big");
+      return 1;  // it cannot fit
+    } catch (const shmkit::Error& e) {
+      if (e.code() != shmkit::Errc::out_of_memory) return 2;
+    }
+    // The heap is still usable and consistent after the refusal.
+    if (*heap.find_or_construct<int>("early", 0) != 7) return 3;
+    return heap.verify().empty() ? 0 : 4;
+  });
+  EXPECT_EQ(user.wait(), 0) << "0 = out_of_memory thrown; -6 = aborted (directory lock taken twice)";
+}
+
+TEST_F(NamedObjects, NamedObjectAskedForWhenEveryCacheSlotIsTakenDoesNotAbort) {
+  auto seg = Segment::create_anonymous(std::size_t{8} << 20);
+  leave_a_dead_owner(seg);
+  shmkit::testing::Child user([&] {
+    Heap& heap = Heap::attach(seg);
+    // Every free cache slot claimed by a live thread of this process (one allocation each), so the
+    // next new thread finds none and runs reclaim_dead from inside find_or_construct. (A slot the
+    // exited process may still hold is left to that reclaim: claiming it here would run
+    // reclaim_dead early and clear the dead owner entry.)
+    const auto* ctl = seg.at<shmkit::heapimpl::ControlBlock>(seg.header().root(shmkit::RootSlot::heap).load());
+    int free_slots = 0;
+    for (const auto& slot : ctl->caches) free_slots += slot.owner.load() == 0 ? 1 : 0;
+    std::atomic<int> claimed{0}, release{0};
+    std::vector<std::thread> holders;
+    for (int i = 0; i < free_slots; ++i)
+      holders.emplace_back([&] {
+        void* p = heap.allocate(16);
+        claimed.fetch_add(1);
+        while (release.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        (void)heap.deallocate(p);
+      });
+    while (claimed.load() < free_slots) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    int rc = 0;
+    std::thread asker([&] {
+      try {
+        int* x = heap.find_or_construct<int>("late", 5);
+        rc = (x != nullptr && *x == 5) ? 0 : 1;
+      } catch (const shmkit::Error& e) {
+        rc = e.code() == shmkit::Errc::out_of_memory ? 0 : 2;
+      }
+    });
+    asker.join();
+    release.store(1);
+    for (auto& t : holders) t.join();
+    return rc != 0 ? rc : (heap.verify().empty() ? 0 : 4);
+  });
+  EXPECT_EQ(user.wait(), 0) << "-6 = aborted (directory lock taken twice)";
 }
 
 }  // namespace

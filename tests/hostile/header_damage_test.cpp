@@ -3,8 +3,10 @@
 // root — or whose file is cut shorter than the size its header claims. `shmkit info`, `shmkit
 // verify` and a process calling Segment::open (+ Heap::attach) must refuse it with an error (a
 // one-line message on stderr and a non-zero exit for the tools, shmkit::Error for the process),
-// never crash or hang.
+// never crash or hang. And a header rewritten while this process maps the segment: a reopen
+// never takes the rewritten geometry (ReopenTrustsARewrittenHeader).
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -116,6 +118,67 @@ TEST_P(HeaderDamageTest, RefusedWithAnErrorEverywhere) {
 
 INSTANTIATE_TEST_SUITE_P(Fields, HeaderDamageTest, ::testing::ValuesIn(header_damages()),
                          [](const ::testing::TestParamInfo<HeaderDamage>& i) { return std::string(i.param.name); });
+
+}  // namespace
+}  // namespace shmkit
+
+namespace shmkit {
+namespace {
+
+// Issue 14 item 1: a second Segment::open of a segment this process already maps reuses the
+// mapping; another process rewrites capacity and size in the header (and extends the file to
+// match). The reopen must not take the rewritten geometry: pointer_at never returns an address
+// past this process's mapping — here, inside a neighbouring mapping placed right after it — and
+// closing both Segment objects never unmaps the neighbour.
+TEST(HostileHeader, ReopenTrustsARewrittenHeader) {
+  ShmNameGuard name(testing::unique_name("hostile-reopen"));
+  constexpr std::size_t kCap = std::size_t{64} << 20;
+  // The process that maps the segment and its neighbour runs in a child: a wrong munmap or a
+  // write through a bad pointer is then an exit code, not a crashed test runner.
+  Child victim([&]() -> int {
+    SegmentOptions o;
+    o.capacity = kCap;
+    Segment first = Segment::create(name.name(), 1 << 20, o);
+    const std::size_t page = 4096;
+    void* want = first.base() + kCap;
+    void* neighbour = ::mmap(want, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                             -1, 0);
+    if (neighbour != want) return 20;  // cannot set the scene
+    *static_cast<volatile char*>(neighbour) = 'N';
+    // Another process rewrites the geometry through its own mapping and extends the file.
+    Child rewriter([&] {
+      SegmentOptions ro;
+      ro.attach = false;
+      Segment s = Segment::open(name.name(), ro);
+      if (::ftruncate(s.fd(), static_cast<off_t>(2 * kCap)) != 0) return 1;
+      s.header().capacity = 2 * kCap;
+      s.header().size.store(2 * kCap);
+      return 0;
+    });
+    if (rewriter.wait() != 0) return 21;
+    int result = 0;
+    try {
+      Segment second = Segment::open(name.name());
+      if (second.capacity() > kCap) result = 1;                       // took the rewritten capacity
+      if (second.pointer_at(kCap + 16) != nullptr) result = 2;         // an address in the neighbour
+      if (first.pointer_at(kCap + 16) != nullptr) result = 3;
+      first.close();  // the other object closes last: it alone decides what is unmapped
+      second.close();
+    } catch (const Error& e) {
+      if (e.code() != Errc::corrupt) result = 4;  // refusing the reopen is fine; as corrupt
+    }
+    first.close();
+    // The neighbour must still be mapped and intact (msync fails with ENOMEM on an unmapped page).
+    if (::msync(neighbour, page, MS_ASYNC) != 0) return 5;
+    if (*static_cast<volatile char*>(neighbour) != 'N') return 6;
+    ::munmap(neighbour, page);
+    return result;
+  });
+  int rc = victim.wait(std::chrono::seconds(20));
+  EXPECT_EQ(rc, 0) << "1: reopen took the rewritten capacity; 2/3: pointer_at past the mapping; 4: not "
+                      "Errc::corrupt; 5: closing unmapped the neighbouring mapping; 6: neighbour changed; "
+                   << rc_text(rc);
+}
 
 }  // namespace
 }  // namespace shmkit

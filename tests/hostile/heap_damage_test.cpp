@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "../../heap/src/layout.hpp"
 #include "shmkit/heap/heap.hpp"
 #include "shmkit/shm/segment.hpp"
@@ -143,17 +145,17 @@ std::vector<Damage> damages() {
        [](Segment& s, const Landmarks& l) { poke<u64>(s, l.free_chunk + 24, kWild); }},
       {"free_chunk_size_huge", true,
        [](Segment& s, const Landmarks& l) {
-         poke<u64>(s, l.free_chunk + 8, heapimpl::make_word(l.free_chunk, u64{1} << 40, heapimpl::st_free));
+         poke<u64>(s, l.free_chunk + 8, heapimpl::make_word(s.at<ControlBlock>(l.ctl)->check_key, l.free_chunk, u64{1} << 40, heapimpl::st_free));
        }},
       {"free_chunk_size_zero", true,
        [](Segment& s, const Landmarks& l) {
-         poke<u64>(s, l.free_chunk + 8, heapimpl::make_word(l.free_chunk, 0, heapimpl::st_free));
+         poke<u64>(s, l.free_chunk + 8, heapimpl::make_word(s.at<ControlBlock>(l.ctl)->check_key, l.free_chunk, 0, heapimpl::st_free));
        }},
       // ---- chunks ----
       {"first_chunk_word_zero", true, [](Segment& s, const Landmarks& l) { poke<u64>(s, l.first_chunk + 8, 0); }},
       {"used_chunk_size_huge", true,
        [](Segment& s, const Landmarks& l) {
-         poke<u64>(s, l.used_chunk + 8, heapimpl::make_word(l.used_chunk, u64{1} << 36, heapimpl::st_used));
+         poke<u64>(s, l.used_chunk + 8, heapimpl::make_word(s.at<ControlBlock>(l.ctl)->check_key, l.used_chunk, u64{1} << 36, heapimpl::st_used));
        }},
       {"used_chunk_prev_free_wild", true,
        [](Segment& s, const Landmarks& l) { poke<u64>(s, l.used_chunk, kWild); }},
@@ -341,6 +343,71 @@ TEST(HeapDamageFixture, UndamagedSegmentIsClean) {
   EXPECT_NE(info.out.find("counter"), std::string::npos) << info.out;
   Child child([&] { return user_process(name.name()); });
   EXPECT_EQ(child.wait(std::chrono::seconds(10)), 0);
+}
+
+// Issue 14 item 6, "The heap trusts its control block after attach": another process overwrites
+// the control block of a heap this process has attached (as the README's old queue snippet did, by
+// placing a structure at SegmentHeader::kDataOffset). This process keeps allocating: every block it
+// gets must lie in the arena it learned at attach — never in the segment header or the control
+// block — or the allocation fails; verify() reports the damage; the attach table is untouched.
+struct LiveDamage {
+  const char* name;
+  std::function<void(Segment&, u64 ctl)> apply;
+};
+
+TEST(HeapControlBlockOverwrittenAfterAttach, AllocateNeverReturnsMemoryOutsideTheArena) {
+  const std::vector<LiveDamage> cases = {
+      {"zeroed (a structure constructed over it)",
+       [](Segment& s, u64 ctl) { std::memset(s.pointer_at(ctl, 4096), 0, 4096); }},
+      {"arena begin and top moved into the segment header",
+       [](Segment& s, u64 ctl) {
+         poke<u64>(s, ctl + CTL(arena_begin), 64);
+         poke<u64>(s, ctl + CTL(top), 64);
+       }},
+      {"top moved into the control block",
+       [](Segment& s, u64 ctl) { poke<u64>(s, ctl + CTL(top), ctl + 1024); }},
+      {"top moved past the segment",
+       [](Segment& s, u64 ctl) { poke<u64>(s, ctl + CTL(top), s.size() + (u64{1} << 20)); }},
+  };
+  for (const LiveDamage& d : cases) {
+    SCOPED_TRACE(d.name);
+    ShmNameGuard name(testing::unique_name("hostile-live-ctl"));
+    SegmentOptions o;
+    o.capacity = std::size_t{64} << 20;
+    Segment seg = Segment::create(name.name(), std::size_t{1} << 20, o);
+    Heap& heap = Heap::attach(seg);
+    const u64 ctl = seg.header().root(RootSlot::heap).load();
+    const u64 arena_begin = seg.at<ControlBlock>(ctl)->arena_begin;
+    std::vector<void*> before;
+    for (std::size_t n : {16u, 100u, 1000u, 5000u}) before.push_back(heap.allocate(n));
+    for (void* p : before) EXPECT_EQ(heap.deallocate(p), HeapStatus::ok);
+
+    Child peer([&] {
+      Segment s = Segment::open(name.name());
+      d.apply(s, ctl);
+      return 0;
+    });
+    ASSERT_EQ(peer.wait(), 0);
+
+    int outside = 0;
+    for (int round = 0; round < 50; ++round)
+      for (std::size_t n : {16u, 48u, 100u, 1000u, 5000u, 20000u}) {
+        auto* p = static_cast<std::byte*>(heap.allocate(n));
+        if (p == nullptr) continue;
+        const u64 off = static_cast<u64>(p - seg.base());
+        if (off < arena_begin + heapimpl::kHeaderSize || off > seg.size() || n > seg.size() - off) {
+          ++outside;  // (not written to: that would damage the header for the checks below)
+          continue;
+        }
+        std::memset(p, 0xAB, n);
+      }
+    EXPECT_EQ(outside, 0) << "blocks handed out outside [arena begin, segment size)";
+    EXPECT_FALSE(heap.verify().empty()) << "verify called the damaged control block clean";
+    std::vector<AttachedProcess> procs = seg.attached();
+    ASSERT_EQ(procs.size(), 1u) << "the attach table changed";
+    EXPECT_EQ(procs[0].id.pid, ::getpid());
+    Heap::detach(seg);
+  }
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
 // Tests open_or_create raced by many processes (exactly one initialises, all see the same segment)
-// and a creator killed while initialising: open() fails within its time bound, open_or_create()
-// initialises the segment again.
+// and a creator killed while initialising — with its header written, or killed while sizing the
+// file, before it wrote one: open() fails within its time bound, open_or_create() initialises
+// the segment again.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -12,6 +14,7 @@
 
 #include "shmkit/shm/segment.hpp"
 #include "shmkit/sys/error.hpp"
+#include "killed_creator.hpp"
 #include "testing.hpp"
 
 using namespace shmkit;
@@ -121,4 +124,43 @@ TEST(OpenRace, OpenOfDeadCreatorsSegmentFailsPromptly) {
   Segment s = Segment::open_or_create(name.name(), 1 << 20);
   EXPECT_TRUE(s.valid());
   ::munmap(ready, 4096);
+}
+
+// Issue 14 item 9: a creator killed while sizing the file (between fallocate and writing the
+// header) leaves a zero-filled file; open_or_create must initialise it again, as it does for a
+// creator killed later, and open must say what happened.
+TEST(OpenRace, ACreatorKilledWhileSizingTheFileLeavesANameOpenOrCreateInitialisesAgain) {
+  ShmNameGuard name(unique_name("sizing-killed"));
+  ASSERT_TRUE(shmkit::testing::leave_file_of_creator_killed_while_sizing(name.name(), 1 << 20));
+  try {
+    (void)Segment::open(name.name());
+    FAIL() << "open accepted a file with no header";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::owner_dead) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no header"), std::string::npos) << e.what();
+  }
+  // In another process, as a program restarted after the crash would do it.
+  Child reopener([&] {
+    Segment s = Segment::open_or_create(name.name(), 1 << 20);
+    if (s.header().state.load() != static_cast<std::uint32_t>(SegmentState::ready)) return 2;
+    s.at<std::atomic<int>>(SegmentHeader::kDataOffset)->store(7);
+    return 0;
+  });
+  EXPECT_EQ(reopener.wait(), 0);
+  Segment s = Segment::open(name.name());
+  EXPECT_EQ(s.at<std::atomic<int>>(SegmentHeader::kDataOffset)->load(), 7);
+}
+
+// A file of zeros that is not the shape a creator leaves (not page-sized) is not a segment:
+// open_or_create refuses it and leaves it as it was.
+TEST(OpenRace, AZeroFilledFileOfAnotherShapeIsNotInitialised) {
+  ShmNameGuard name(unique_name("zeros-odd"));
+  int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, (1 << 20) + 100), 0);
+  EXPECT_THROW((void)Segment::open_or_create(name.name(), 1 << 20), Error);
+  struct ::stat st {};
+  ASSERT_EQ(::fstat(fd, &st), 0);
+  EXPECT_EQ(st.st_size, (1 << 20) + 100);
+  ::close(fd);
 }

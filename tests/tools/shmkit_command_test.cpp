@@ -1,13 +1,19 @@
 // Tests the `shmkit` command end to end, as a separate process: create, info (text and --json,
 // run by another process than the creator), ls, rm, rm --stale, verify, --help, and one-line
 // errors with a non-zero status for bad input (random bytes, missing segments, bad arguments).
+// rm --stale never removes a segment a live process maps — also one that only forked children of
+// a dead opener use — and does remove the zero-filled file of a creator killed while sizing it;
+// NAME may be given without its leading '/'.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <random>
 
+#include "killed_creator.hpp"
 #include "shmkit/shm/segment.hpp"
 #include "testing.hpp"
 
@@ -129,7 +135,7 @@ TEST(ShmkitCommand, BadArgumentsAreOneLineErrors) {
       {"create", "/x"},                       // no --size
       {"create", "/x", "--size", "12Q"},      // bad suffix
       {"create", "/x", "--size", "abc"},
-      {"create", "noslash", "--size", "1M"},  // bad name
+      {"create", "/a/b", "--size", "1M"},     // bad name
       {"frobnicate"},
       {"info"},
       {"rm"},
@@ -144,4 +150,126 @@ TEST(ShmkitCommand, BadArgumentsAreOneLineErrors) {
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.out.find("usage: shmkit info"), std::string::npos);
   EXPECT_EQ(run_tool({"--help"}).exit_code, 0);
+}
+
+namespace {
+bool exists(const std::string& name) { return ::access(("/dev/shm" + name).c_str(), F_OK) == 0; }
+
+// Makes this test process the subreaper of its descendants, so that a grandchild orphaned by
+// its parent's death is reparented here and can be reaped (Child adopts it by pid).
+struct Subreaper {
+  Subreaper() { EXPECT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0); }
+  ~Subreaper() { (void)::prctl(PR_SET_CHILD_SUBREAPER, 0); }
+};
+}  // namespace
+
+TEST(ShmkitCommand, RmStaleDeletesASegmentThatForkedWorkersStillUse) {
+  Subreaper subreaper;
+  ShmNameGuard n(unique_name("cli-workers"));
+  shmkit::testing::SharedMem shared(4096);
+  auto* worker_pid = reinterpret_cast<std::atomic<pid_t>*>(shared.base);
+  auto* beats = reinterpret_cast<std::atomic<long>*>(shared.base + 64);
+  // The opener: attaches, forks a worker that keeps writing the segment through the inherited
+  // mapping (a worker does not open the segment: it is not in the attach table), then waits.
+  Child opener([&] {
+    Segment seg = Segment::open_or_create(n.name(), 1 << 20);
+    auto* counter = seg.at<std::atomic<long>>(SegmentHeader::kDataOffset);
+    pid_t w = ::fork();
+    if (w < 0) return 1;
+    if (w == 0) {
+      for (;;) {
+        counter->fetch_add(1);
+        beats->fetch_add(1);
+        ::usleep(1000);
+      }
+    }
+    worker_pid->store(w);
+    ::pause();
+    return 0;
+  });
+  for (int i = 0; i < 10000 && beats->load() < 3; ++i) ::usleep(500);
+  ASSERT_GE(beats->load(), 3) << "the worker never started";
+  Child worker(worker_pid->load());  // reaped (and killed, at the latest) by this test
+  opener.kill(SIGKILL);
+  ASSERT_EQ(opener.wait(), -SIGKILL);
+
+  // The opener died attached; its worker lives on and maps the segment.
+  auto rm = run_tool({"rm", "--stale"});
+  EXPECT_EQ(rm.exit_code, 0) << rm.err;
+  EXPECT_TRUE(exists(n.name())) << "rm --stale removed a segment a live worker maps\n" << rm.out;
+  long before = beats->load();
+  for (int i = 0; i < 2000 && beats->load() < before + 3; ++i) ::usleep(500);
+  EXPECT_GE(beats->load(), before + 3) << "the worker stopped";
+  auto ls = run_tool({"ls", "--json"});
+  auto at = ls.out.find("\"name\":\"" + n.name() + "\"");
+  ASSERT_NE(at, std::string::npos) << ls.out;
+  std::string entry = ls.out.substr(at, ls.out.find('}', ls.out.find("\"stale\"", at)) - at);
+  EXPECT_NE(entry.find("\"in_use\":true"), std::string::npos) << entry;
+  EXPECT_NE(entry.find("\"stale\":false"), std::string::npos) << entry;
+
+  // Once the worker is gone nothing maps it: now it is stale, and removed.
+  worker.kill(SIGKILL);
+  ASSERT_EQ(worker.wait(), -SIGKILL);
+  auto rm2 = run_tool({"rm", "--stale"});
+  EXPECT_EQ(rm2.exit_code, 0) << rm2.err;
+  EXPECT_NE(rm2.out.find("removed " + n.name()), std::string::npos) << rm2.out;
+  EXPECT_FALSE(exists(n.name()));
+}
+
+TEST(ShmkitCommand, ACreatorKilledWhileSizingTheFileLeavesANameNothingCanClean) {
+  ShmNameGuard n(unique_name("cli-sizing"));
+  ASSERT_TRUE(shmkit::testing::leave_file_of_creator_killed_while_sizing(n.name(), 1 << 20));
+  // ls lists it, as incomplete and stale.
+  auto ls = run_tool({"ls", "--json"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.err;
+  auto at = ls.out.find("\"name\":\"" + n.name() + "\"");
+  ASSERT_NE(at, std::string::npos) << "ls does not list the file\n" << ls.out;
+  std::string entry = ls.out.substr(at, ls.out.find('}', at) - at);
+  EXPECT_NE(entry.find("incomplete"), std::string::npos) << entry;
+  EXPECT_NE(entry.find("\"stale\":true"), std::string::npos) << entry;
+  auto table = run_tool({"ls"});
+  EXPECT_NE(table.out.find(n.name()), std::string::npos) << table.out;
+
+  // While a live process holds it (here: a creator in the middle of sizing it, holding the
+  // creation flock) rm --stale keeps it.
+  {
+    shmkit::testing::SharedMem flag(4096);
+    auto* holding = reinterpret_cast<std::atomic<int>*>(flag.base);
+    Child holder([&] {
+      int fd = ::shm_open(n.c_str(), O_RDWR, 0);
+      if (fd < 0 || ::flock(fd, LOCK_EX) != 0) return 1;
+      holding->store(1);
+      ::pause();
+      return 0;
+    });
+    for (int i = 0; i < 10000 && holding->load() == 0; ++i) ::usleep(500);
+    ASSERT_EQ(holding->load(), 1);
+    auto rm = run_tool({"rm", "--stale"});
+    EXPECT_EQ(rm.exit_code, 0) << rm.err;
+    EXPECT_TRUE(exists(n.name())) << "removed a file a live process holds\n" << rm.out;
+    holder.kill(SIGKILL);
+    EXPECT_EQ(holder.wait(), -SIGKILL);
+  }
+  auto rm = run_tool({"rm", "--stale"});
+  EXPECT_EQ(rm.exit_code, 0) << rm.err;
+  EXPECT_NE(rm.out.find("removed " + n.name()), std::string::npos) << rm.out;
+  EXPECT_FALSE(exists(n.name()));
+}
+
+TEST(ShmkitCommand, NameWithOrWithoutTheLeadingSlashIsTheSameSegment) {
+  ShmNameGuard n(unique_name("cli-slash"));
+  const std::string bare = n.name().substr(1);
+  auto c = run_tool({"create", bare, "--size", "1M"});
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  EXPECT_TRUE(exists(n.name()));
+  auto with = run_tool({"info", n.name(), "--json"});
+  auto without = run_tool({"info", bare, "--json"});
+  ASSERT_EQ(with.exit_code, 0) << with.err;
+  ASSERT_EQ(without.exit_code, 0) << without.err;
+  EXPECT_EQ(field(without.out, "name"), n.name());
+  EXPECT_EQ(field(without.out, "base"), field(with.out, "base"));
+  EXPECT_EQ(run_tool({"verify", bare}).exit_code, 0);
+  auto rm = run_tool({"rm", bare});
+  EXPECT_EQ(rm.exit_code, 0) << rm.err;
+  EXPECT_FALSE(exists(n.name()));
 }

@@ -38,6 +38,8 @@
 //   --kill-interval-ms  mean pause between the supervisor's kills (default 25)
 //   --no-kills     the same load without kills (scripts/soak.sh uses it)
 //   --inject       lose | duplicate | tear | scribble: a deliberate fault that must be caught
+//   --pubsub       the publish/subscribe mode instead (pubsub_torture.cpp: one publisher, four
+//                  subscribers on one topic; --duration, --min-kills, --kill-interval-ms, --seed)
 // The tables (producer incarnations, consumer slots) are sized from --duration (about 1 KiB of
 // the state segment per producer incarnation); a worker that finds them full idles and is counted
 // in "exhausted" on the detail line.
@@ -727,6 +729,12 @@ int worker_main(int argc, char** argv) {
 
 // -- supervisor ---------------------------------------------------------------------------------
 
+}  // namespace
+namespace shmkit::torture {
+int pubsub_main(double duration_s, std::uint64_t min_kills, std::uint32_t kill_interval_ms, std::uint64_t seed);
+}  // namespace shmkit::torture
+namespace {
+
 struct Options {
   double duration = 10;
   u32 workers = 13;
@@ -736,6 +744,7 @@ struct Options {
   bool kills = true;
   double max_seconds = 0;  // 0: duration * 4 + 60
   Inject inject = Inject::none;
+  bool pubsub = false;  // --pubsub
 };
 
 volatile std::sig_atomic_t g_interrupted = 0;
@@ -958,6 +967,10 @@ bool parse(int argc, char** argv, Options& o) {
       o.kills = false;
       continue;
     }
+    if (a == "--pubsub") {  // the publish/subscribe mode (pubsub_torture.cpp)
+      o.pubsub = true;
+      continue;
+    }
     if (a == "--help" || a == "-h") return false;
     if ((val = next()) == nullptr) return false;
     if (a == "--inject") {
@@ -996,10 +1009,12 @@ int supervisor_main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: shmkit_torture [--duration SECONDS (or 30m, 2h)] [--workers N (2..%u)] [--min-kills N] [--seed N]\n"
                  "                      [--kill-interval-ms MS] [--max-seconds S] [--no-kills]\n"
-                 "                      [--inject lose|duplicate|tear|scribble]\n",
+                 "                      [--inject lose|duplicate|tear|scribble] [--pubsub]\n",
                  kMaxWorkers);
     return 64;
   }
+  if (o.pubsub)
+    return shmkit::torture::pubsub_main(o.duration, o.min_kills, static_cast<std::uint32_t>(o.kill_interval_ms), o.seed);
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   std::signal(SIGPIPE, SIG_IGN);

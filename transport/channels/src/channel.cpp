@@ -72,7 +72,8 @@ Channel Channel::attach(void* mem, std::size_t bytes) {
     throw Error(Errc::invalid_argument, "Channel::attach: memory must be 64-byte aligned and hold a ChannelControl");
   auto* c = static_cast<ChannelControl*>(mem);
   if (std::atomic_ref<std::uint64_t>(c->magic).load(std::memory_order_acquire) != ChannelControl::kMagic)
-    throw Error(Errc::not_a_segment, "Channel::attach: no channel at this address (magic mismatch)");
+    throw Error(Errc::bad_magic, "Channel::attach: no channel at this address (its magic number is not a "
+                                 "Channel's; was it made by Channel::create at this offset?)");
   if (c->version != ChannelControl::kVersion)
     throw Error(Errc::version_mismatch, "Channel::attach: layout version " + std::to_string(c->version));
   // INVARIANT3, checked against what this process mapped.
@@ -138,14 +139,15 @@ void ChannelServer::stop() noexcept {
   ChannelControl& c = *ch_.control();
   c.server_up.store(0, std::memory_order_release);
   c.server_lock.unlock();
-  // Wake every sleeping client so it notices at once instead of after its next slice.
-  for (std::uint32_t i = 0; i < ch_.windows(); ++i) sys::futex_wake_all(ch_.window(i).turn);
+  // Wake every sleeping client so it notices at once (its wait also ends on server_up == 0)
+  // instead of after its next death-check slice.
+  for (std::uint32_t i = 0; i < ch_.windows(); ++i) ch_.window(i).replied.notify_all();
 }
 
-void ChannelServer::wake() noexcept {
-  ChannelControl& c = *ch_.control();
-  c.doorbell.fetch_add(1, std::memory_order_seq_cst);
-  sys::futex_wake_all(c.doorbell);
+void ChannelServer::wake() noexcept { ch_.control()->doorbell.notify_all(&ch_.control()->server_presence); }
+
+std::uint32_t ChannelServer::spin_ns(std::chrono::nanoseconds max) noexcept {
+  return static_cast<std::uint32_t>(std::clamp<std::int64_t>(max.count(), 0, UINT32_MAX));
 }
 
 void ChannelServer::serve_window(std::uint32_t i) noexcept {
@@ -193,10 +195,11 @@ void ChannelServer::serve_window(std::uint32_t i) noexcept {
     }
   }
   (void)len;  // the reply frame carries its own length; 0 cannot happen (kMinMaxMessage fits an Error)
-  // Hand back (INVARIANT1). seq_cst: ordered before the load of client_sleeping (the client sets
-  // it, then re-reads turn, before sleeping).
-  w.turn.store(ChannelWindow::kClientTurn, std::memory_order_seq_cst);
-  if (w.client_sleeping.load(std::memory_order_seq_cst) != 0) sys::futex_wake(w.turn, 1);
+  last_window_ = i;
+  // Hand back (INVARIANT1). release: the reply bytes are visible to the client that sees the turn;
+  // the sleep protocol's ordering comes from the EventCount (its INVARIANT1).
+  w.turn.store(ChannelWindow::kClientTurn, std::memory_order_release);
+  w.replied.notify_all(&w.client_presence);
 }
 
 std::uint64_t ChannelServer::poll() {
@@ -230,8 +233,9 @@ std::uint32_t ChannelServer::reap_dead_clients() {
 }
 
 bool ChannelServer::any_request() const noexcept {
+  // acquire: the readiness test of the server's wait (pairs with the client's release of turn).
   for (std::uint32_t i = 0; i < ch_.windows(); ++i)
-    if (ch_.window(i).turn.load(std::memory_order_relaxed) == ChannelWindow::kServerTurn) return true;
+    if (ch_.window(i).turn.load(std::memory_order_acquire) == ChannelWindow::kServerTurn) return true;
   return false;
 }
 
@@ -243,24 +247,16 @@ std::uint64_t ChannelServer::serve(const std::atomic<bool>& stop, sys::Deadline 
     std::uint64_t n = poll();
     served += n;
     if (n != 0) continue;
-    if (spin_.spin([&] { return any_request() || stop.load(std::memory_order_relaxed); })) continue;
-    auto now = sys::Clock::now();
+    const auto now = sys::Clock::now();
     if (now >= deadline) break;
-    // Sleep protocol (pairs with ChannelClient::exchange): announce, read the doorbell, re-scan,
-    // sleep only if nothing arrived and the doorbell did not ring.
-    c.server_sleeping.store(1, std::memory_order_seq_cst);
-    std::uint32_t bell = c.doorbell.load(std::memory_order_seq_cst);
-    bool pending = false;
-    for (std::uint32_t i = 0; i < ch_.windows() && !pending; ++i)
-      pending = ch_.window(i).turn.load(std::memory_order_seq_cst) == ChannelWindow::kServerTurn;
-    if (!pending && !stop.load(std::memory_order_acquire)) {
-      sys::FutexResult fr =
-          sys::futex_wait(c.doorbell, bell, std::min(deadline, now + std::chrono::milliseconds(100)));
-      if (fr == sys::FutexResult::timed_out && on_client_gone_) reap_dead_clients();
-      if (any_request()) spin_.learn_slow_wait(sys::Clock::now() - now);
-    }
-    // relaxed: only an optimisation hint for clients (a stale 1 costs them one futex wake).
-    c.server_sleeping.store(0, std::memory_order_relaxed);
+    // Idle: wait for a request (or stop, or wake()). The likely next caller is the client served
+    // last; spinning is worth it only while it runs on another CPU.
+    auto ready = [&] { return any_request() || stop.load(std::memory_order_acquire); };
+    const Presence& partner = ch_.window(last_window_ < ch_.windows() ? last_window_ : 0).client_presence;
+    if (await_until(c.doorbell, ready, std::min(deadline, now + std::chrono::milliseconds(100)), spin_,
+                    c.server_presence, partner) == AwaitResult::timed_out &&
+        on_client_gone_)
+      reap_dead_clients();  // idle for a whole slice: look for dead clients
   }
   return served;
 }
@@ -313,42 +309,36 @@ bool ChannelClient::server_alive() noexcept {
 ChannelStatus ChannelClient::exchange(sys::Deadline deadline) noexcept {
   ChannelControl& c = *ch_.control();
   ChannelWindow& w = ch_.window(index_);
-  // Hand the window over (INVARIANT1): release of our request bytes; seq_cst orders it before the
-  // load of server_sleeping (the server announces sleep, then re-scans turn).
-  w.turn.store(ChannelWindow::kServerTurn, std::memory_order_seq_cst);
-  if (c.server_sleeping.load(std::memory_order_seq_cst) != 0) {
-    c.doorbell.fetch_add(1, std::memory_order_seq_cst);
-    sys::futex_wake(c.doorbell, 1);
-  }
-  // Bounded adaptive spin: the reply of a short handler comes back in well under a microsecond
-  // when client and server run on different cores (channel_spin.hpp).
-  if (spin_.spin([&] { return w.turn.load(std::memory_order_acquire) == ChannelWindow::kClientTurn; }))
-    return ChannelStatus::ok;
-  const auto slept_from = sys::Clock::now();
+  // Hand the window over (INVARIANT1). release: our request bytes are visible to the server that
+  // sees the turn; the sleep protocol's ordering comes from the EventCount (its INVARIANT1).
+  w.turn.store(ChannelWindow::kServerTurn, std::memory_order_release);
+  c.doorbell.notify_all(&c.server_presence);
+  return await_turn(deadline);
+}
+
+ChannelStatus ChannelClient::await_turn(sys::Deadline deadline) noexcept {
+  ChannelControl& c = *ch_.control();
+  ChannelWindow& w = ch_.window(index_);
+  // acquire: pairs with the server's release of turn (the reply bytes) and stop()'s server_up.
+  auto mine = [&] { return w.turn.load(std::memory_order_acquire) == ChannelWindow::kClientTurn; };
+  auto ready = [&] { return mine() || c.server_up.load(std::memory_order_acquire) == 0; };
   for (;;) {
-    w.client_sleeping.store(1, std::memory_order_seq_cst);
-    if (w.turn.load(std::memory_order_seq_cst) == ChannelWindow::kClientTurn) break;
-    auto now = sys::Clock::now();
-    if (now >= deadline) {
-      w.client_sleeping.store(0, std::memory_order_relaxed);
-      in_flight_ = true;
-      return ChannelStatus::timed_out;
-    }
-    sys::FutexResult fr = sys::futex_wait(w.turn, ChannelWindow::kServerTurn,
-                                          std::min(deadline, now + kDeathCheckInterval));
-    if (fr == sys::FutexResult::timed_out && !server_alive() &&
-        w.turn.load(std::memory_order_acquire) != ChannelWindow::kClientTurn) {
-      w.client_sleeping.store(0, std::memory_order_relaxed);
+    // In slices of kDeathCheckInterval: a dead server cannot notify (see the header).
+    const auto now = sys::Clock::now();
+    (void)await_until(w.replied, ready, std::min(deadline, now + kDeathCheckInterval), spin_, w.client_presence,
+                      c.server_presence);
+    if (mine()) return ChannelStatus::ok;
+    if (!server_alive() && !mine()) {
       in_flight_ = true;
       connected_ = false;
       w.client_lock.unlock();
       return ChannelStatus::peer_closed;
     }
+    if (sys::Clock::now() >= deadline) {
+      in_flight_ = true;
+      return ChannelStatus::timed_out;
+    }
   }
-  // relaxed: a stale 1 only costs the server one futex wake.
-  w.client_sleeping.store(0, std::memory_order_relaxed);
-  spin_.learn_slow_wait(sys::Clock::now() - slept_from);
-  return ChannelStatus::ok;
 }
 
 std::span<std::byte> ChannelClient::request_payload() noexcept {
@@ -369,20 +359,11 @@ CallResult ChannelClient::call_in_place(transport::wire::MsgId id, std::size_t p
                                         sys::Deadline deadline) noexcept {
   if (!connected_) return {ChannelStatus::peer_closed, 0, {}, {}};
   if (payload_size > max_payload()) return {ChannelStatus::too_large, 0, {}, {}};
-  ChannelWindow& w = ch_.window(index_);
   if (in_flight_) {
     // An earlier call timed out while the server held the window: wait for it to come back
     // before writing (the server may still be reading the old request).
-    while (w.turn.load(std::memory_order_acquire) != ChannelWindow::kClientTurn) {
-      if (!server_alive()) {
-        connected_ = false;
-        w.client_lock.unlock();
-        return {ChannelStatus::peer_closed, 0, {}, {}};
-      }
-      auto now = sys::Clock::now();
-      if (now >= deadline) return {ChannelStatus::timed_out, 0, {}, {}};
-      (void)sys::futex_wait(w.turn, ChannelWindow::kServerTurn, std::min(deadline, now + kDeathCheckInterval));
-    }
+    ChannelStatus st = await_turn(deadline);
+    if (st != ChannelStatus::ok) return {st, 0, {}, {}};
     in_flight_ = false;
   }
   if (ch_.control()->server_epoch.load(std::memory_order_acquire) != epoch_) {
@@ -411,10 +392,10 @@ CallResult ChannelClient::call_in_place(transport::wire::MsgId id, std::size_t p
   return {ChannelStatus::ok, 0, {}, payload};
 }
 
-ChannelClient ChannelClient::connect(Channel ch, sys::Deadline deadline) {
+ChannelStatus ChannelClient::try_connect(Channel ch, ChannelClient& out, sys::Deadline deadline) {
+  out.disconnect();
   ChannelControl& c = *ch.control();
-  if (c.server_up.load(std::memory_order_acquire) == 0)
-    throw Error(Errc::peer_closed, "ChannelClient::connect: no server serves this channel (start a ChannelServer)");
+  if (c.server_up.load(std::memory_order_acquire) == 0) return ChannelStatus::peer_closed;
   ChannelClient cl;
   cl.ch_ = ch;
   bool found = false;
@@ -430,45 +411,59 @@ ChannelClient ChannelClient::connect(Channel ch, sys::Deadline deadline) {
     cl.in_flight_ = w.turn.load(std::memory_order_acquire) != ChannelWindow::kClientTurn;
     w.client = sys::this_process();
   }
-  if (!found)
-    throw Error(Errc::out_of_memory, "ChannelClient::connect: all " + std::to_string(ch.windows()) +
-                                         " windows have live clients; create the channel with more windows");
+  if (!found) return ChannelStatus::no_free_window;
   cl.epoch_ = c.server_epoch.load(std::memory_order_acquire);
   ch.window(cl.index_).epoch.store(cl.epoch_, std::memory_order_relaxed);
   cl.max_message_ = ch.area_size();
-  // Handshake: our Hello in the request area, the server's back.
+  if (cl.in_flight_) {
+    // Wait for the turn to come back before writing our Hello: the server may still be reading
+    // the dead client's request.
+    ChannelStatus st = cl.await_turn(deadline);
+    if (st != ChannelStatus::ok) return st;
+    cl.in_flight_ = false;
+  }
+  // Handshake: our Hello in the request area, the server's back. A Hello without ids or features
+  // fits any window (kMinMaxMessage); the small vectors it builds are the only allocations.
   transport::wire::Hello mine;
   mine.max_message = ch.area_size();
   mine.pid = sys::getpid();
   std::span<std::byte> req(ch.request_area(cl.index_), ch.area_size());
-  std::uint32_t hl = transport::wire::encode_hello(req, 0, mine);
-  if (hl == 0) throw Error(Errc::protocol, "ChannelClient::connect: hello does not fit the window");
-  if (cl.in_flight_) {
-    // Reuse call_in_place's resynchronisation: an empty call of the hello id would re-encode;
-    // instead wait here for the turn to come back.
-    auto& w = ch.window(cl.index_);
-    while (w.turn.load(std::memory_order_acquire) != ChannelWindow::kClientTurn) {
-      if (!cl.server_alive()) throw Error(Errc::peer_closed, "ChannelClient::connect: the server died");
-      auto now = sys::Clock::now();
-      if (now >= deadline) throw Error(Errc::timed_out, "ChannelClient::connect: window still busy");
-      (void)sys::futex_wait(w.turn, ChannelWindow::kServerTurn, std::min(deadline, now + kDeathCheckInterval));
-    }
-    cl.in_flight_ = false;
-    hl = transport::wire::encode_hello(req, 0, mine);  // the server may have been reading the old request
-  }
+  if (transport::wire::encode_hello(req, 0, mine) == 0) return ChannelStatus::too_large;
   ChannelStatus st = cl.exchange(deadline);
-  if (st == ChannelStatus::peer_closed) throw Error(Errc::peer_closed, "ChannelClient::connect: the server died");
-  if (st == ChannelStatus::timed_out) throw Error(Errc::timed_out, "ChannelClient::connect: no hello from the server");
+  if (st != ChannelStatus::ok) return st;
   const std::byte* rep = ch.reply_area(cl.index_);
   transport::wire::Header rh;
   std::memcpy(&rh, rep, sizeof rh);
-  if (transport::wire::check_header(rh, ch.area_size()) != transport::wire::Status::ok || rh.id != transport::wire::ids::hello ||
-      transport::wire::decode_hello({rep + transport::wire::kHeaderSize, transport::wire::payload_size(rh)}, cl.server_hello_) != transport::wire::Status::ok)
-    throw Error(Errc::protocol, "ChannelClient::connect: the server's hello is malformed");
+  if (transport::wire::check_header(rh, ch.area_size()) != transport::wire::Status::ok ||
+      rh.id != transport::wire::ids::hello ||
+      transport::wire::decode_hello({rep + transport::wire::kHeaderSize, transport::wire::payload_size(rh)},
+                                    cl.server_hello_) != transport::wire::Status::ok)
+    return ChannelStatus::protocol;
   cl.max_message_ = transport::wire::negotiate_max(mine.max_message, cl.server_hello_.max_message);
   if (cl.max_message_ > ch.area_size() || cl.max_message_ < transport::wire::kMinMaxMessage)
-    throw Error(Errc::protocol, "ChannelClient::connect: negotiated maximum out of range");
-  return cl;
+    return ChannelStatus::protocol;
+  out = std::move(cl);
+  return ChannelStatus::ok;
+}
+
+ChannelClient ChannelClient::connect(Channel ch, sys::Deadline deadline) {
+  ChannelClient cl;
+  const ChannelStatus st = try_connect(ch, cl, deadline);
+  switch (st) {
+    case ChannelStatus::ok: return cl;
+    case ChannelStatus::peer_closed:
+      throw Error(Errc::peer_closed, "ChannelClient::connect: no server serves this channel, or it died "
+                                     "(start a ChannelServer)");
+    case ChannelStatus::no_free_window:
+      throw Error(Errc::out_of_memory, "ChannelClient::connect: all " + std::to_string(ch.windows()) +
+                                           " windows have live clients (no_free_window); create the channel with "
+                                           "more windows");
+    case ChannelStatus::timed_out:
+      throw Error(Errc::timed_out, "ChannelClient::connect: no hello from the server before the deadline");
+    default:
+      throw Error(Errc::protocol, std::string("ChannelClient::connect: the handshake failed (") + to_string(st) +
+                                      "): the server's hello is malformed or out of range");
+  }
 }
 
 }  // namespace shmkit

@@ -31,33 +31,14 @@ constexpr std::uint64_t kAlign = Queue::kRecordAlign;
 constexpr std::uint64_t round_align(std::uint64_t n) noexcept { return (n + kAlign - 1) & ~(kAlign - 1); }
 constexpr std::uint64_t record_bytes(std::uint64_t len) noexcept { return round_align(Queue::kRecordHeader + len); }
 
-// How long a sleeper sleeps at most before looking again. Wake-ups are exact (futex), so this is
-// only a safety net for a waker that died between its commit and its wake.
-constexpr auto kSleepSlice = std::chrono::milliseconds(50);
-
 // A waiting consumer reads the record line at head every kPollEvery-th spin iteration (see pop()).
 constexpr std::uint32_t kPollEvery = 4;
 
-// Placement hints (queue.hpp, "Placement"): 1 + the CPU, 0 = unknown. relaxed everywhere: a hint
-// steers spinning only, and a stale value is as good as any.
-std::int32_t cpu_hint() noexcept { return sys::current_cpu() + 1; }
-
-void note_cpu(std::atomic<std::int32_t>& word, std::int32_t cpu) noexcept {
-  if (cpu > 0 && word.load(std::memory_order_relaxed) != cpu) word.store(cpu, std::memory_order_relaxed);
-}
-
-// Every 64th operation of this thread (the first one included) notes the CPU: migrations are
-// rare, and asking costs about 5 ns.
+// Every 64th operation of this thread (the first one included) publishes the side's Presence as
+// running on this CPU: migrations are rare, and asking for the CPU costs about 5 ns.
 constinit thread_local std::uint32_t tl_ops = 0;
-void note_cpu_sometimes(std::atomic<std::int32_t>& word) noexcept {
-  if ((tl_ops++ & 63) == 0) note_cpu(word, cpu_hint());
-}
-
-// Whether a waiter should spin: not when the partner side last ran on this very CPU.
-bool partner_elsewhere(std::atomic<std::int32_t>& mine, const std::atomic<std::int32_t>& partner) noexcept {
-  std::int32_t me = cpu_hint();
-  note_cpu(mine, me);
-  return me <= 0 || partner.load(std::memory_order_relaxed) != me;
+void publish_sometimes(Presence& side) noexcept {
+  if ((tl_ops++ & 63) == 0) side.publish(Presence::running);
 }
 
 }  // namespace
@@ -123,7 +104,8 @@ Queue Queue::attach(void* mem, std::size_t bytes, std::span<std::byte> receipt_r
     throw Error(Errc::invalid_argument, "Queue::attach: memory must be 64-byte aligned and hold a QueueControl");
   auto* c = static_cast<QueueControl*>(mem);
   if (std::atomic_ref<std::uint64_t>(c->magic).load(std::memory_order_acquire) != QueueControl::kMagic)
-    throw Error(Errc::not_a_segment, "Queue::attach: no queue at this address (magic mismatch)");
+    throw Error(Errc::bad_magic, "Queue::attach: no queue at this address (its magic number is not a Queue's; "
+                                  "was it made by Queue::create at this offset?)");
   if (c->version != QueueControl::kVersion)
     throw Error(Errc::version_mismatch, "Queue::attach: queue layout version " + std::to_string(c->version) +
                                             ", this build understands " + std::to_string(QueueControl::kVersion));
@@ -198,6 +180,28 @@ QueueStatus Queue::lock_side_slow(Side side, LockResult r) noexcept {
 
 void Queue::unlock_side(Side side) noexcept {
   (side == Side::producer ? ctl_->producer_lock : ctl_->consumer_lock).unlock();
+}
+
+QueueStatus Queue::enter(Side side, bool try_only, sys::Deadline deadline) noexcept {
+  if (claimed(side)) return QueueStatus::ok;
+  return lock_side(side, try_only, deadline);
+}
+
+void Queue::leave(Side side) noexcept {
+  if (!claimed(side)) unlock_side(side);
+}
+
+QueueStatus Queue::claim(Side side, sys::Deadline deadline) noexcept {
+  if (claimed(side)) return QueueStatus::ok;
+  QueueStatus s = lock_side(side, false, deadline);
+  claimed(side) = s == QueueStatus::ok;
+  return s;
+}
+
+void Queue::release(Side side) noexcept {
+  if (!claimed(side)) return;
+  claimed(side) = false;
+  unlock_side(side);
 }
 
 bool Queue::repair_producer() noexcept {
@@ -302,10 +306,10 @@ QueueResult Queue::push_locked(std::span<const std::byte> msg) noexcept {
   // relaxed: ordered before the commit below by its release.
   if (end - h < capacity_) commit_word(end % capacity_).store(0, std::memory_order_relaxed);
   // The commit (INVARIANT5). release: the record's bytes are visible to a consumer that sees it.
-  // The sleep protocol's store-load ordering (commit before the load of consumers_armed) comes
-  // from the fence in wake_consumer(), made after the unlock: a seq_cst store here (an XCHG)
-  // was a second locked instruction per push waiting for the record's lines (measured: 71 ns
-  // per message between two CPUs with it, 62 without).
+  // The sleep protocol's store-load ordering (commit before the load of the items EventCount)
+  // comes from notify_all's fence after the unlock (EventCount INVARIANT1): a seq_cst store here
+  // (an XCHG) was a second locked instruction per push (measured: 71 ns per message between two
+  // CPUs with it, 62 without).
   commit_word(idx).store(pos, std::memory_order_release);
   // Producers' own bookkeeping (INVARIANT1); consumers never read it on their path.
   // release: bytes_used() and producers' waits read it without the lock.
@@ -315,63 +319,27 @@ QueueResult Queue::push_locked(std::span<const std::byte> msg) noexcept {
 
 QueueResult Queue::try_push(std::span<const std::byte> msg) noexcept {
   if (msg.size() > max_message_) return {QueueStatus::too_large, 0, 0};
-  QueueStatus s = lock_side(Side::producer, true, sys::kNoDeadline);
+  QueueStatus s = enter(Side::producer, true, sys::kNoDeadline);
   if (s != QueueStatus::ok) return {s, 0, 0};
   QueueResult r = push_locked(msg);
-  unlock_side(Side::producer);
+  leave(Side::producer);
   if (r.status == QueueStatus::ok) {
     wake_consumer();
-    note_cpu_sometimes(ctl_->producer_cpu);
+    publish_sometimes(ctl_->producers);
   }
   return r;
 }
 
-namespace {
-
-// Spins, then sleeps on `word` until ready() or the deadline. The sleeper protocol: read the
-// word, arm (seq_cst store), fence, re-check ready() (seq_cst loads inside), then sleep only if
-// the word still holds what we read. A waker stores its commit (release), fences (seq_cst), then
-// reads `armed`; if armed it clears it, bumps the word and wakes. With a seq_cst fence between
-// the store and the load on both sides, either the waker sees our arming or our re-check sees its
-// commit; a bump after our read of the word makes the futex_wait return at once. No lost wake-up.
-// While spinning, ready() is evaluated only every poll_every-th iteration (see pop()); the
-// re-check after arming always evaluates it. may_spin false (the partner runs on this CPU): no
-// spin, and nothing learnt from the sleep.
-template <class Ready>
-void wait_until(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& armed, Ready ready,
-                AdaptiveSpin& spin, sys::Deadline deadline, bool may_spin, std::uint32_t poll_every = 1) noexcept {
-  std::uint32_t polls = 0;
-  if (may_spin && spin.spin([&] { return ++polls % poll_every == 0 && ready(); })) return;
-  std::uint32_t seen = word.load(std::memory_order_seq_cst);
-  armed.store(1, std::memory_order_seq_cst);
-  // Pairs with the fence at the top of wake_consumer()/wake_producers(): the waker stores its
-  // commit, fences, loads armed; we store armed, fence, load the commit (ready()). One of the
-  // two loads sees the other side's store (store-buffering forbidden between seq_cst fences).
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (!ready()) {
-    auto t0 = sys::Clock::now();
-    (void)sys::futex_wait(word, seen, std::min(deadline, t0 + kSleepSlice));
-    if (may_spin && ready()) spin.learn_slow_wait(sys::Clock::now() - t0);
-  }
-}
-
-// The waker's half: one FUTEX_WAKE per arming.
-bool disarm(std::atomic<std::uint32_t>& armed) noexcept {
-  return armed.load(std::memory_order_seq_cst) != 0 && armed.exchange(0, std::memory_order_seq_cst) != 0;
-}
-
-}  // namespace
-
 QueueResult Queue::push(std::span<const std::byte> msg, sys::Deadline deadline) noexcept {
   if (msg.size() > max_message_) return {QueueStatus::too_large, 0, 0};
   for (;;) {
-    QueueStatus s = lock_side(Side::producer, false, deadline);
+    QueueStatus s = enter(Side::producer, false, deadline);
     if (s != QueueStatus::ok) return {s, 0, 0};
     QueueResult r = push_locked(msg);
-    unlock_side(Side::producer);
+    leave(Side::producer);
     if (r.status == QueueStatus::ok) {
       wake_consumer();
-      note_cpu_sometimes(ctl_->producer_cpu);
+      publish_sometimes(ctl_->producers);
       return r;
     }
     if (r.status != QueueStatus::would_block) return r;
@@ -381,14 +349,15 @@ QueueResult Queue::push(std::span<const std::byte> msg, sys::Deadline deadline) 
     // room for the message and any pad (2 * max record <= threshold), and waiting for more than
     // "it fits" turns a full queue from a per-message ping-pong of the head line between the two
     // cores into bursts (measured: several times the throughput with one producer and consumer).
+    // acquire loads: pair with the consumers' release of head and close()'s store; the sleep
+    // protocol's ordering comes from the EventCount (INVARIANT1).
     auto ready = [&] {
-      std::uint64_t t = ctl_->tail.load(std::memory_order_seq_cst);
-      std::uint64_t h = ctl_->head.load(std::memory_order_seq_cst);
-      return ctl_->closed.load(std::memory_order_seq_cst) != 0 || t < h ||
+      std::uint64_t t = ctl_->tail.load(std::memory_order_acquire);
+      std::uint64_t h = ctl_->head.load(std::memory_order_acquire);
+      return ctl_->closed.load(std::memory_order_acquire) != 0 || t < h ||
              capacity_ - std::min(capacity_, t - h) >= wake_threshold_;
     };
-    wait_until(ctl_->not_full, ctl_->producers_armed, ready, push_spin_, deadline,
-               partner_elsewhere(ctl_->producer_cpu, ctl_->consumer_cpu));
+    (void)await_until(ctl_->space, ready, deadline, push_spin_, ctl_->producers, ctl_->consumers);
   }
 }
 
@@ -440,45 +409,32 @@ QueueResult Queue::pop_locked(std::span<std::byte> out, PopReceipt* receipt) noe
 }
 
 bool Queue::message_at_head() const noexcept {
-  // seq_cst: used in the consumers' sleep protocol (wait_until's re-check after arming).
-  std::uint64_t h = ctl_->head.load(std::memory_order_seq_cst);
-  return commit_word(h % capacity_).load(std::memory_order_seq_cst) == h;
+  // acquire: pairs with the producer's commit; the sleep protocol's ordering comes from the
+  // EventCount (INVARIANT1).
+  std::uint64_t h = ctl_->head.load(std::memory_order_acquire);
+  return commit_word(h % capacity_).load(std::memory_order_acquire) == h;
 }
 
 void Queue::wake_producers() noexcept {
-  // Pairs with the fence in wait_until() after a producer arms: orders our commit of head before
-  // the load of producers_armed. After the unlock's locked instruction the store buffer is empty,
-  // so this costs little.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (ctl_->producers_armed.load(std::memory_order_seq_cst) == 0) return;
-  std::uint64_t used = bytes_used();
   // Hysteresis (see the header): a sleeping producer is woken once wake_threshold_ bytes are
   // free, which is exactly its own readiness test in push(): it sleeps only after seeing less
-  // free, so the free space must reach the threshold (seen here) before it is ready: no lost
-  // wake-up. The 50 ms slice backs this up.
-  if (capacity_ - std::min(used, capacity_) < wake_threshold_ || !disarm(ctl_->producers_armed)) return;
-  ctl_->not_full.fetch_add(1, std::memory_order_seq_cst);
-  sys::futex_wake_all(ctl_->not_full);  // all: each producer re-checks whether its message fits
+  // free, so the free space must reach the threshold (seen here, after our commit of head)
+  // before it is ready: no lost wake-up.
+  ctl_->space.notify_all_if([&] { return capacity_ - std::min(bytes_used(), capacity_) >= wake_threshold_; },
+                            &ctl_->producers);
 }
 
-void Queue::wake_consumer() noexcept {
-  // Pairs with the fence in wait_until() after a consumer arms: orders the commit word we stored
-  // (push_locked) before the load of consumers_armed in disarm().
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (!disarm(ctl_->consumers_armed)) return;
-  ctl_->not_empty.fetch_add(1, std::memory_order_seq_cst);
-  sys::futex_wake(ctl_->not_empty, 1);
-}
+void Queue::wake_consumer() noexcept { ctl_->items.notify_all(&ctl_->consumers); }
 
 QueueResult Queue::try_pop(std::span<std::byte> out, PopReceipt* receipt) noexcept {
   if (receipt != nullptr && !receipt_ok(receipt)) return {QueueStatus::corrupt, 0, 0};
-  QueueStatus s = lock_side(Side::consumer, true, sys::kNoDeadline);
+  QueueStatus s = enter(Side::consumer, true, sys::kNoDeadline);
   if (s != QueueStatus::ok) return {s, 0, 0};
   QueueResult r = pop_locked(out, receipt);
-  unlock_side(Side::consumer);
+  leave(Side::consumer);
   if (r.status == QueueStatus::ok) {
     wake_producers();
-    note_cpu_sometimes(ctl_->consumer_cpu);
+    publish_sometimes(ctl_->consumers);
   }
   return r;
 }
@@ -486,17 +442,13 @@ QueueResult Queue::try_pop(std::span<std::byte> out, PopReceipt* receipt) noexce
 QueueResult Queue::pop(std::span<std::byte> out, sys::Deadline deadline, PopReceipt* receipt) noexcept {
   if (receipt != nullptr && !receipt_ok(receipt)) return {QueueStatus::corrupt, 0, 0};
   for (;;) {
-    QueueStatus s = lock_side(Side::consumer, false, deadline);
+    QueueStatus s = enter(Side::consumer, false, deadline);
     if (s != QueueStatus::ok) return {s, 0, 0};
     QueueResult r = pop_locked(out, receipt);
-    unlock_side(Side::consumer);
+    leave(Side::consumer);
     if (r.status == QueueStatus::ok) {
       wake_producers();
-      // Pass the wake on: the producer woke one sleeper per arming; if messages remain, another
-      // armed consumer may take them in parallel. (armed first, relaxed: it is rarely written and
-      // only a hint here; a wake it misses is covered by the sleeper's own protocol.)
-      if (ctl_->consumers_armed.load(std::memory_order_relaxed) != 0 && message_at_head()) wake_consumer();
-      note_cpu_sometimes(ctl_->consumer_cpu);
+      publish_sometimes(ctl_->consumers);
       return r;
     }
     if (r.status != QueueStatus::would_block) return r;
@@ -510,9 +462,9 @@ QueueResult Queue::pop(std::span<std::byte> out, sys::Deadline deadline, PopRece
     // (measured, one producer and one consumer on two cores: 88 ns per message, against 68 at
     // every 4th and 52 at every 64th). The cost is latency: a message pushed into an empty queue
     // is seen up to kPollEvery PAUSEs later (0.1-0.25 us, against 5-10 us for a futex wake-up).
-    auto ready = [&] { return message_at_head() || ctl_->closed.load(std::memory_order_seq_cst) != 0; };
-    wait_until(ctl_->not_empty, ctl_->consumers_armed, ready, pop_spin_, deadline,
-               partner_elsewhere(ctl_->consumer_cpu, ctl_->producer_cpu), kPollEvery);
+    // (Every push notifies all sleeping consumers, so no wake has to be passed on.)
+    auto ready = [&] { return message_at_head() || ctl_->closed.load(std::memory_order_acquire) != 0; };
+    (void)await_until(ctl_->items, ready, deadline, pop_spin_, ctl_->consumers, ctl_->producers, kPollEvery);
   }
 }
 
@@ -521,13 +473,12 @@ QueueResult Queue::pop(std::span<std::byte> out, sys::Deadline deadline, PopRece
 void Queue::close() noexcept {
   // Under producer_lock, so that no push commits after close() returns (see push_locked). If the
   // lock is unusable the flag is still set: consumers then drain and end.
-  QueueStatus s = lock_side(Side::producer, false, sys::kNoDeadline);
+  QueueStatus s = enter(Side::producer, false, sys::kNoDeadline);
   ctl_->closed.store(1, std::memory_order_seq_cst);
-  if (s == QueueStatus::ok) unlock_side(Side::producer);
-  ctl_->not_empty.fetch_add(1, std::memory_order_seq_cst);
-  ctl_->not_full.fetch_add(1, std::memory_order_seq_cst);
-  sys::futex_wake_all(ctl_->not_empty);
-  sys::futex_wake_all(ctl_->not_full);
+  if (s == QueueStatus::ok) leave(Side::producer);
+  // After the store of closed (EventCount INVARIANT1): every announced sleeper wakes and sees it.
+  ctl_->items.notify_all(&ctl_->consumers);
+  ctl_->space.notify_all(&ctl_->producers);
 }
 
 bool Queue::is_closed() const noexcept { return ctl_->closed.load(std::memory_order_acquire) != 0; }

@@ -32,11 +32,13 @@
 ///  * Owned allocations (opt-in, allocate_owned): freed by reclaim_dead() once their process died.
 ///
 /// Lifetime: Heap::attach(seg) returns this process's Heap for the mapping (creating the heap in
-/// the segment on first use). The Heap uses the Segment object to grow it: call attach(seg) again
-/// after moving the Segment object. Heap::detach(seg) before closing the segment gives this
-/// process's caches back (a thread's cache also goes back when the thread exits, and a dead
-/// process's caches are reclaimed by reclaim_dead(), which every process runs when it needs a
-/// cache slot or memory). A segment closed without detach is recognised by the next attach.
+/// the segment on first use). The Heap belongs to the mapping, not to the Segment object: it keeps
+/// the mapping's base, capacity and its own descriptor of the file (to grow it), so the Segment
+/// object may be moved (attach through the moved-to object returns the same Heap). When the last
+/// Segment object of the mapping in this process closes, the Heap gives this process's caches back
+/// and is forgotten (a close hook); Heap::detach(seg) does the same earlier. A thread's cache also
+/// goes back when the thread exits, and a dead process's caches are reclaimed by reclaim_dead(),
+/// which every process runs when it needs a cache slot or memory.
 ///
 /// Usage (the README's):
 ///   auto seg = shmkit::Segment::open_or_create("/orders", 256 << 20);
@@ -47,6 +49,7 @@
 ///   { std::lock_guard g(*lock); (*orders)[42] = Order{...}; }
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <new>
@@ -61,6 +64,10 @@ namespace shmkit {
 
 class Segment;
 struct HeapControl;  // the shared control block (heap/src/layout.hpp)
+namespace heapimpl {
+struct Engine;     // the heap's implementation (heap/src)
+struct ProcState;  // this process's state about one attached heap (heap/src)
+}  // namespace heapimpl
 
 /// Result of deallocate(): a double free or a pointer that did not come from this heap is an error
 /// the caller learns about, never silently accepted.
@@ -127,6 +134,11 @@ class Heap {
   /// has died.
   void* allocate_owned(std::size_t n, std::size_t align = 16) noexcept;
   [[nodiscard]] HeapStatus deallocate(void* p) noexcept;
+  /// An owned block of this process becomes an ordinary block: reclaim_dead() no longer frees it
+  /// when this process dies (the hand-over of a block allocated with allocate_owned to a shared
+  /// structure, as named objects and published pubsub samples do). ok when it did; corrupt when the
+  /// block is not owned by this process; foreign_pointer / double_free as for deallocate.
+  [[nodiscard]] HeapStatus disown(void* p) noexcept;
   /// realloc semantics: nullptr p allocates; on failure returns nullptr and p stays valid. A p that
   /// is not a live block returns nullptr and counts an error.
   void* reallocate(void* p, std::size_t n) noexcept;
@@ -156,7 +168,8 @@ class Heap {
   std::vector<VerifyFinding> verify(VerifyMode mode = VerifyMode::quiescent);
   HeapStats stats();
 
-  Segment& segment() const noexcept { return *seg_; }
+  /// The segment's name ("" for an anonymous or adopted one), for messages.
+  const std::string& segment_name() const noexcept { return name_; }
   HeapControl* control() const noexcept { return ctl_; }
   std::byte* base() const noexcept { return base_; }
 
@@ -167,13 +180,10 @@ class Heap {
   }
   static std::uint64_t hash_type(const char* name, std::size_t size, std::size_t align) noexcept;
 
-  /// Private engine (heap.cpp); public only so the allocators and the engine's helpers reach it.
-  struct Engine;
-  struct ProcState;
-  explicit Heap(Segment& seg, HeapControl* ctl);
   ~Heap();
 
  private:
+  explicit Heap(Segment& seg, HeapControl* ctl);
   using ConstructFn = void (*)(void* where, void* ctx);
   using DestroyFn = void (*)(void* obj);
   void* named_get(std::string_view name, std::size_t size, std::size_t align, std::uint64_t type,
@@ -183,11 +193,19 @@ class Heap {
   void repair_directory() noexcept;
   void* pointer_at_checked(std::uint64_t off, std::size_t len) const noexcept;
 
-  Segment* seg_;
   HeapControl* ctl_;
   std::byte* base_;
-  ProcState* proc_ = nullptr;
-  friend struct Engine;
+  std::size_t capacity_;  // the mapping's reservation
+  int fd_;                // this Heap's own descriptor of the segment's file (grows it)
+  std::string name_;
+  heapimpl::ProcState* proc_ = nullptr;
+  // What this process knows about the arena, never re-read from the segment (INVARIANT8 in
+  // heap/src/layout.hpp): its first chunk, validated at attach, and the largest size of the segment
+  // seen backed, which bounds the top that the hot paths trust.
+  std::uint64_t key_;  // the chunk check key (layout.hpp, check_bits), read once at attach
+  std::uint64_t arena_begin_;
+  std::atomic<std::uint64_t> known_size_;
+  friend struct heapimpl::Engine;
 };
 
 template <class T, class... Args>

@@ -13,11 +13,16 @@
 ///   reused, and without a timer.
 /// * glibc already registers one list head per thread (set_robust_list is a per-thread singleton)
 ///   and links its own robust pthread mutexes into it. We do not replace that head (that would break
-///   every robust pthread mutex in the process); instead each Lock is laid out exactly like glibc's
-///   x86-64 robust mutex — futex word at offset 0, a {prev, next} node at offset 24, so that the
-///   head's futex_offset (-32: word = &node.next - 32) is right for it too — and is linked into and
-///   out of glibc's list with glibc's own algorithm (ENQUEUE_MUTEX / DEQUEUE_MUTEX in
-///   nptl/descr.h and pthread_mutex_lock.c), including list_op_pending around every edit.
+///   every robust pthread mutex in the process); instead each thread links one private anchor into
+///   glibc's list and hangs its shmkit entries behind it (locks_detail::ThreadState, THE CHAIN).
+///   A Lock keeps glibc's x86-64 robust-mutex geometry — futex word at offset 0, the entry (`next`)
+///   at offset 32 — so that the head's futex_offset (-32: word = entry - 32) is right for it too,
+///   and every edit is covered by list_op_pending as in glibc (nptl/descr.h, ENQUEUE/DEQUEUE).
+/// * Only `next` has to be in shared memory (the kernel's walk reads nothing else, and reads it at
+///   the owner's death), and the owner never reads it back: it edits its chain from a private
+///   record (INVARIANT7), so a process that can write the segment cannot steer the owner's writes,
+///   and the node shows no private address of the owner (INVARIANT8). glibc's `prev` (offset 24)
+///   is left unused.
 ///   Verified on this machine (Linux 6.18, glibc 2.36); the layout facts are static_asserts below
 ///   and init_thread_state() checks futex_offset at run time and aborts with a message if it differs.
 /// * FUTEX_LOCK_PI / FUTEX_UNLOCK_PI would also give owner-death handling (through the same list,
@@ -38,8 +43,10 @@
 ///   mark_consistent(); no tid is ever 0x3fffffff (PID_MAX_LIMIT is 2^22), so the kernel never
 ///   touches this value and every later acquire reports not_recoverable.
 /// INVARIANT1: word & TID_MASK == t (t != 0, word != kNotRecoverable) <=> thread t holds the lock,
-///             and then (and only then) the lock's node is in t's robust list, or t's
-///             list_op_pending points at it.
+///             and then (and only then) the lock's entry is in t's chain (t's private record and
+///             the list the kernel walks, INVARIANT7), or t's list_op_pending points at it. Only
+///             another process writing the word breaks it; t's unlock() then reports Errc::corrupt
+///             and takes the entry out of its chain.
 /// INVARIANT2: a thread sleeps in FUTEX_WAIT on the word only on a value with WAITERS set; an unlock
 ///             of a word with WAITERS releases it to WAITERS (owner 0) and wakes one sleeper, and
 ///             clears the flag only if that wake found nobody; a woken thread takes the lock with
@@ -58,10 +65,19 @@
 ///     in the same thread (the robust list edit is not reentrant; glibc's robust mutexes share this).
 ///   * A held lock must not be unmapped or destroyed: the node stays in the owner's robust list, and
 ///     the kernel would write to whatever is mapped there when the owner dies. The kernel walks at
-///     most 2048 entries per thread (ROBUST_LIST_LIMIT) including glibc's own robust mutexes.
-///   * The list node holds raw pointers in the OWNER's address space: the one exception to "offsets,
-///     not pointers" in shared memory, imposed by the kernel ABI. Only the owner thread (and the
-///     kernel, walking that owner's list in that owner's address space) ever reads them.
+///     most 2048 entries per thread (ROBUST_LIST_LIMIT) including glibc's own robust mutexes; a
+///     thread can have at most 256 shmkit entries linked at once (held locks plus Condition claim
+///     slots), and aborts with a message beyond that.
+///   * The entry's `next` holds a raw pointer in the OWNER's address space (another lock the owner
+///     holds, or the entry itself): the one exception to "offsets, not pointers" in shared memory,
+///     imposed by the kernel ABI. The owner never reads it back (INVARIANT7). What a peer that can
+///     write the segment can still do with it: while the owner holds the lock, redirect the
+///     kernel's walk at the owner thread's death, so that locks the owner acquired before this one
+///     are not marked owner-died by the kernel (their waiters then find the dead owner by the
+///     probe below, or not at all if they were already asleep), and so that the kernel marks
+///     owner-died a 32-bit word of the dying thread's address space, 32 bytes before an address of
+///     the peer's choosing, if that word's low 30 bits equal the dying thread's id. A process with
+///     write access to a segment can in any case forge the lock words in it.
 ///   * fork(): the child starts with an empty robust list (glibc resets it in the child) and holds
 ///     none of the parent's locks, whichever parent thread held them (the word names a parent
 ///     thread): in the child, acquire() waits for the parent's owner like any other process would,
@@ -114,6 +130,12 @@ enum class WaitResult : int {
 };
 std::string_view to_string(WaitResult r) noexcept;
 
+/// How many times a thread of this process, releasing a lock it held, found the lock's robust-list
+/// link not as it had written it: another process wrote into the lock meanwhile (INVARIANT7 in
+/// locks_detail). Each case is also logged (warn). The release itself is unaffected: the owner
+/// never follows a link read from shared memory.
+std::uint64_t robust_link_overwrites() noexcept;
+
 class Condition;
 
 namespace locks_detail {
@@ -136,19 +158,69 @@ static_assert(sizeof(RobustListHead) == 3 * sizeof(void*));
 /// glibc's value for futex_offset on x86-64: offsetof(__lock) - offsetof(__list.__next) = 0 - 32.
 inline constexpr long kFutexOffset = -32;
 
-/// Per-thread cache: the thread id the lock word stores and glibc's robust list head. Reset in a
-/// fork child by a pthread_atfork handler (the child's one thread has a new tid).
+/// A robust-list entry in this thread's OWN memory (thread-local storage, never a segment). Laid out
+/// like every entry (word at entry + futex_offset, entry = &next) so that the kernel and glibc can
+/// walk past it; its word is always 0, so the kernel never changes it. glibc writes `prev` when it
+/// links or unlinks one of its own mutexes next to it; shmkit never reads `prev`.
+struct PrivateAnchor {
+  std::uint32_t word;      // offset 0: always 0 (names no thread)
+  std::uint32_t unused[5];
+  void* prev;              // offset 24: glibc's back link (glibc's __list.__prev)
+  void* next;              // offset 32: the entry the kernel follows from here
+};
+static_assert(offsetof(PrivateAnchor, prev) == 24 && offsetof(PrivateAnchor, next) == 32);
+
+/// How many shmkit robust entries (held locks, plus one claim slot per Condition this thread is
+/// waiting on) one thread can have linked at once. The kernel walks at most 2048 entries anyway.
+inline constexpr std::uint32_t kMaxChain = 256;
+
+/// Per-thread state: the thread id the lock word stores, glibc's robust list head, and the private
+/// record of the shmkit entries this thread linked (the "chain").
+///
+/// THE CHAIN. glibc's list is one singly linked chain that the kernel walks from the head at the
+/// thread's death (following each entry's `next`, at most 2048 steps, then handling
+/// list_op_pending). shmkit does not put its entries among glibc's: on its first lock operation a
+/// thread links ONE private anchor into glibc's list, and every shmkit entry hangs behind it:
+///     head -> (glibc mutexes locked later) -> anchor -> chain[linked-1] -> ... -> chain[0] -> END
+/// END is chain[0] itself (a self-loop: the kernel walks it until its 2048-step limit — microseconds,
+/// and only at the death of a thread that holds a shmkit lock — then handles list_op_pending; an
+/// entry's word is acted on only while it names the dying thread, so once), because the anchor was linked when glibc's list was empty and glibc only ever
+/// adds at the front, so nothing of glibc's can ever come after it. If the thread held glibc robust
+/// mutexes at that moment, a second private anchor `tail` goes right behind `anchor` and END is
+/// &tail.next (tail leads on to those mutexes).
+///
+/// INVARIANT7: chain[0..linked) (private memory, written only by this thread) is the exact sequence
+///             of shmkit entries behind the anchor: anchor.next == chain[linked-1] (or END-of-empty:
+///             the head, or &tail.next), and the `next` field of chain[i] == chain[i-1] for i > 0,
+///             == END for i == 0 — as last WRITTEN by this thread. The `next` fields live in
+///             segments that other processes can write; this thread never follows or trusts one:
+///             every edit derives its target from chain[] and anchor (private), so a peer that
+///             rewrites a link can misdirect only the kernel's walk at this thread's death, never
+///             a write by this thread. An edit compares the removed entry's `next` with INVARIANT7
+///             and reports a difference (robust_link_overwrites()).
+/// INVARIANT8: no shmkit entry ever holds a private address: a shmkit `next` field holds another
+///             entry of this chain (in a segment) or its own address, except that in the rare
+///             second layout the oldest one holds &tail.next. glibc's head address appears nowhere
+///             in shared memory.
+///
+/// Reset in a fork child by a pthread_atfork handler (the child's one thread has a new tid and
+/// glibc gave it an empty list).
 struct ThreadState {
-  std::uint32_t tid;     // 0 = not initialised in this thread yet
-  RobustListHead* head;  // this thread's glibc robust list head (get_robust_list)
+  std::uint32_t tid;      // 0 = not initialised in this thread yet
+  std::uint32_t linked;   // entries in chain[]
+  RobustListHead* head;   // this thread's glibc robust list head (get_robust_list)
+  void* end;              // null: the oldest entry links to itself; else &tail.next
+  PrivateAnchor anchor;   // linked into glibc's list once per thread
+  PrivateAnchor tail;     // linked only in the second layout (see THE CHAIN)
+  void** chain[kMaxChain];  // the shmkit entries, oldest first (INVARIANT7)
 };
 /// initial-exec: one %fs-relative load on the fast path, no __tls_get_addr call. (If shmkit is ever
 /// built as a shared library that programs dlopen(), this needs the static TLS surplus glibc keeps.)
-inline constinit thread_local ThreadState tls_thread_state __attribute__((tls_model("initial-exec"))) = {0, nullptr};
+inline constinit thread_local ThreadState tls_thread_state __attribute__((tls_model("initial-exec"))) = {};
 
-/// Fills tls_thread_state (gettid, get_robust_list, checks futex_offset); aborts with a message if
-/// glibc's robust list is unusable (then no lock could be robust, and silently not being robust
-/// would hang processes later).
+/// Fills tls_thread_state (gettid, get_robust_list, checks futex_offset, links the anchor); aborts
+/// with a message if glibc's robust list is unusable (then no lock could be robust, and silently
+/// not being robust would hang processes later).
 ThreadState& init_thread_state() noexcept;
 
 inline ThreadState& thread_state() noexcept {
@@ -169,74 +241,71 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-/// The 40-byte robust lock core shared by Lock and RLock (and used by Condition). Standard layout;
-/// all-zero bytes == unlocked, consistent, not linked.
+/// What the oldest entry `e` links to (END, INVARIANT7), and what the anchor links to when the chain
+/// is empty.
+inline void* chain_end_for(const ThreadState& ts, void** e) noexcept { return ts.end != nullptr ? ts.end : e; }
+inline void* chain_empty_end(const ThreadState& ts) noexcept {
+  return ts.end != nullptr ? ts.end : static_cast<void*>(ts.head);
+}
+
+[[noreturn]] void chain_full() noexcept;
+/// Counts and logs a `next` field that is not what this thread last wrote there (INVARIANT7).
+void report_overwritten_link(void** e, void* expected) noexcept;
+bool chain_remove_inner(ThreadState& ts, void** e) noexcept;
+
+/// Pushes entry `e` (the `next` field of a node in a segment) at the front of the chain. The store
+/// to anchor.next, last, is the one that makes it reachable for the kernel (until then
+/// list_op_pending covers it).
+inline void chain_push(ThreadState& ts, void** e) noexcept {
+  const std::uint32_t n = ts.linked;
+  if (n == kMaxChain) [[unlikely]] chain_full();
+  void* const link = n != 0 ? static_cast<void*>(ts.chain[n - 1]) : chain_end_for(ts, e);
+  /// Skipped when the field already holds it (a thread re-locking the lock it used last): a load is
+  /// cheaper than a store that the next locked instruction would have to drain.
+  if (*e != link) *e = link;
+  if (ts.chain[n] != e) ts.chain[n] = e;  // likewise
+  ts.linked = n + 1;
+  list_fence();
+  ts.anchor.next = e;
+}
+
+/// Takes entry `e` out of the chain; false if this thread never linked it. The newest entry (the
+/// usual case: locks released in reverse order) is one private store; an older one is one store
+/// into its newer neighbour's `next` (a node this thread holds, so mapped), never through a
+/// pointer read from shared memory.
+inline bool chain_remove(ThreadState& ts, void** e) noexcept {
+  const std::uint32_t n = ts.linked;
+  if (n == 0 || ts.chain[n - 1] != e) [[unlikely]] return chain_remove_inner(ts, e);
+  void* const successor = n > 1 ? static_cast<void*>(ts.chain[n - 2]) : chain_end_for(ts, e);
+  if (*e != successor) [[unlikely]] report_overwritten_link(e, successor);
+  ts.anchor.next = n > 1 ? static_cast<void*>(ts.chain[n - 2]) : chain_empty_end(ts);
+  ts.linked = n - 1;
+  return true;
+}
+
+/// Whether this thread linked entry `e` (INVARIANT7; newest first, then a scan of the few others).
+inline bool chain_holds(const ThreadState& ts, void* const* e) noexcept {
+  const std::uint32_t n = ts.linked;
+  if (n != 0 && ts.chain[n - 1] == e) [[likely]] return true;
+  for (std::uint32_t i = 0; i + 1 < n; ++i)
+    if (ts.chain[i] == e) return true;
+  return false;
+}
+
+/// The 40-byte robust lock core shared by Lock and RLock. Standard layout; all-zero bytes ==
+/// unlocked, consistent, not linked.
 struct RobustCore {
   std::atomic<std::uint32_t> word{0};  // offset 0: the futex word (see the file comment)
   std::uint32_t depth = 0;             // offset 4: RLock recursion depth; owner-only (0 for Lock)
   std::uint32_t reserved[4] = {};      // offsets 8..23: glibc's __owner/__nusers/__kind/__spins
-  void* prev = nullptr;                // offset 24: robust list node (owner's address space)
-  void* next = nullptr;                // offset 32: what robust list entries point at
+  void* unused_prev = nullptr;         // offset 24: glibc's __list.__prev; shmkit neither writes nor reads it
+  void* next = nullptr;                // offset 32: the entry; holds the owner's chain link (INVARIANT7/8)
 
-  /// glibc ENQUEUE_MUTEX_BOTH(mutex, 0): push this node at the front of the thread's list. Entries
-  /// may carry bit 0 (glibc's PI robust mutexes); it is masked when an entry is used as an address
-  /// and copied unchanged otherwise. The head's list field is written last: that single store makes
-  /// the node reachable for the kernel (before it, list_op_pending covers the lock).
-  ///
-  /// One deviation, for the uncontended path's sake: glibc's robust_prev (the head's "prev", written
-  /// by ENQUEUE/DEQUEUE when the list is or becomes empty) is never read by glibc or the kernel — the
-  /// first entry's prev points at the head itself — so we skip that store (and the matching one in
-  /// unlink()) when the list is empty. Every other prev is kept exactly as glibc keeps it.
-  void link(RobustListHead* h) noexcept {
-    void* first = h->list;
-    if (first != h) {
-      auto* first_prev = reinterpret_cast<void**>(
-          (reinterpret_cast<std::uintptr_t>(first) & ~std::uintptr_t{1}) - sizeof(void*));
-      *first_prev = &next;  // the old first entry's prev
-    }
-    /// glibc: prev = (void*)&THREAD_SELF->robust_head == &head->list. Skipped when the node already
-    /// holds these values (a thread re-locking the lock it used last): a load is cheaper than a
-    /// store that the next locked instruction would have to drain.
-    if (next != first || prev != h) {
-      next = first;
-      prev = h;
-    }
-    list_fence();
-    h->list = &next;
-  }
-  /// glibc DEQUEUE_MUTEX: the store to prev's `next` is the one that takes the node out of the
-  /// chain the kernel walks (list_op_pending covers the lock around it).
-  void unlink(RobustListHead* h) noexcept {
-    void* n = next;
-    void* p = prev;
-    if (n != h) {  // the head's robust_prev is write-only (see link())
-      auto* next_prev = reinterpret_cast<void**>(
-          (reinterpret_cast<std::uintptr_t>(n) & ~std::uintptr_t{1}) - sizeof(void*));
-      *next_prev = p;
-    }
-    auto* prev_next = reinterpret_cast<void**>(reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{1});
-    *prev_next = n;
-  }
-
-  /// Whether this node is in this thread's robust list (a walk; the list is short: the locks this
-  /// thread holds). Bounded like the kernel's walk (ROBUST_LIST_LIMIT).
-  bool linked_in(const RobustListHead* h) const noexcept {
-    const std::uintptr_t head = reinterpret_cast<std::uintptr_t>(h);
-    const std::uintptr_t self = reinterpret_cast<std::uintptr_t>(&next);
-    std::uintptr_t e = reinterpret_cast<std::uintptr_t>(h->list) & ~std::uintptr_t{1};
-    for (int n = 0; e != head && n < 2048; ++n) {
-      if (e == self) return true;
-      e = reinterpret_cast<std::uintptr_t>(*reinterpret_cast<void* const*>(e)) & ~std::uintptr_t{1};
-    }
-    return false;
-  }
   /// The word names this thread AND this thread linked the lock (INVARIANT1). The second half
   /// rejects a word that merely contains our tid — forged, or left by a thread whose id we now
-  /// wear in a segment the kernel never cleaned up (it outlived a reboot): unlocking such a lock
-  /// would "unlink" pointers nobody wrote. Cheap in the usual case: the lock locked last is first.
-  bool held_by(const ThreadState& ts) const noexcept {
-    return owned_by(ts) && (ts.head->list == &next || linked_in(ts.head));
-  }
+  /// wear in a segment the kernel never cleaned up (it outlived a reboot). Cheap in the usual case:
+  /// the lock locked last is the newest chain entry.
+  bool held_by(const ThreadState& ts) const noexcept { return owned_by(ts) && chain_holds(ts, &next); }
 
   bool owned_by(const ThreadState& ts) const noexcept {
     /// relaxed: if this thread owns the lock it wrote its tid itself (coherence lets it read its own
@@ -265,16 +334,16 @@ struct RobustCore {
     if (!word.compare_exchange_strong(expected, ts.tid, std::memory_order_acquire,
                                       std::memory_order_relaxed)) [[unlikely]]
       return false;
-    link(h);
+    chain_push(ts, &next);
     return true;
   }
 
-  /// Precondition: this thread owns the lock (owned_by(ts)). Unlinks, then one CAS tid -> 0.
+  /// Precondition: this thread holds the lock (held_by(ts)). Unlinks, then one CAS tid -> 0.
   void release(ThreadState& ts) noexcept {
     RobustListHead* h = ts.head;
     if (h->list_op_pending != &next) h->list_op_pending = &next;  // usually still set: INVARIANT6
     list_fence();
-    unlink(h);
+    (void)chain_remove(ts, &next);  // linked: the precondition
     list_fence();
     std::uint32_t expected = ts.tid;
     /// release: publishes the critical section to the next acquirer (its acquire CAS).
@@ -293,16 +362,31 @@ struct RobustCore {
   void abandon_inconsistent(ThreadState& ts) noexcept;
   void mark_consistent(ThreadState& ts) noexcept;
   [[noreturn]] void throw_not_owner(const char* what) const;
+  /// unlock() by a thread that does not hold the lock. If this thread did lock it but the word no
+  /// longer names it (another process overwrote the word), the entry is taken out of this thread's
+  /// chain first (a lock whose memory may be freed must not stay in it) and the error says so.
+  [[noreturn]] void throw_unlock_not_held(ThreadState& ts, const char* what);
   /// For lock()/try_lock(): owner_died -> abandon + throw owner_dead; not_recoverable -> throw.
   [[noreturn]] void throw_for(LockResult r, const char* what, ThreadState& ts);
 };
 static_assert(std::is_standard_layout_v<RobustCore>);
 static_assert(offsetof(RobustCore, word) == 0, "the kernel finds the word at entry + futex_offset");
-static_assert(offsetof(RobustCore, prev) == 24 && offsetof(RobustCore, next) == 32,
+static_assert(offsetof(RobustCore, unused_prev) == 24 && offsetof(RobustCore, next) == 32,
               "glibc x86-64 robust mutex layout: __list at offset 24, futex_offset -32");
 static_assert(static_cast<long>(offsetof(RobustCore, word)) - static_cast<long>(offsetof(RobustCore, next)) ==
               kFutexOffset);
 static_assert(sizeof(RobustCore) == 40 && alignof(RobustCore) == 8);
+
+/// A Condition's claim slot (INVARIANT9): a robust-list entry of the same geometry as a lock (word
+/// at 0, entry = &next at 32), owned by one waiter for the duration of its wait().
+struct ClaimSlot {
+  std::atomic<std::uint32_t> word{0};  // 0 = free; tid | WAITERS = taken; OWNER_DIED | WAITERS = its waiter died
+  std::uint32_t unused[7] = {};
+  void* next = nullptr;                // the owner's chain link (INVARIANT7/8)
+};
+static_assert(std::is_standard_layout_v<ClaimSlot> && offsetof(ClaimSlot, next) == 32 && sizeof(ClaimSlot) == 40);
+static_assert(static_cast<long>(offsetof(ClaimSlot, word)) - static_cast<long>(offsetof(ClaimSlot, next)) ==
+              kFutexOffset);
 
 /// Deadline conversions for the std-style timed calls (saturating: a huge duration = no deadline).
 template <class Rep, class Period>
@@ -362,7 +446,7 @@ class Lock {
   /// Throws Error{Errc::invalid_argument} when this thread does not hold the lock.
   void unlock() {
     locks_detail::ThreadState& ts = locks_detail::thread_state();
-    if (!core_.held_by(ts)) [[unlikely]] core_.throw_not_owner("shmkit::Lock::unlock");
+    if (!core_.held_by(ts)) [[unlikely]] core_.throw_unlock_not_held(ts, "shmkit::Lock::unlock");
     core_.release(ts);
   }
 
@@ -439,7 +523,7 @@ class RLock {
   void mark_consistent() noexcept { core_.mark_consistent(locks_detail::thread_state()); }
   void unlock() {
     locks_detail::ThreadState& ts = locks_detail::thread_state();
-    if (!core_.held_by(ts)) [[unlikely]] core_.throw_not_owner("shmkit::RLock::unlock");
+    if (!core_.held_by(ts)) [[unlikely]] core_.throw_unlock_not_held(ts, "shmkit::RLock::unlock");
     if (--core_.depth != 0) return;
     core_.release(ts);
   }
@@ -480,13 +564,32 @@ static_assert(std::is_standard_layout_v<RLock> && sizeof(RLock) == 40 && alignof
 
 /// A condition variable for Lock and RLock, in shared memory or anywhere. All-zero bytes == a fresh
 /// condition. No lost wake-up: a notify that happens after a waiter released its lock inside wait()
-/// wakes that waiter (or makes it not sleep at all).
+/// wakes that waiter (or makes it not sleep at all). No wake-up dies with a waiter: if the thread
+/// that notify_one() woke is killed before it holds the lock again, another waiter wakes instead.
 ///
 /// INVARIANT4: seq changes (increments) on every notify; a waiter sleeps only while seq still holds
 ///             the value it read while holding the lock.
 /// INVARIANT5: waiters >= the number of threads between "registered" and "left" in wait(); it can
 ///             exceed it forever when a waiter dies inside wait() (costing notify one futex_wake
 ///             system call each, nothing else).
+///
+/// WAKE-UPS OUTLIVE THEIR WAITER (claim slots). notify_one() cannot know which sleeper the kernel
+/// wakes, and the woken thread can be killed before it runs another instruction, so the record of
+/// its death must exist before it sleeps and must be acted on by the kernel. Each waiter therefore
+/// claims one of kClaimSlots robust words for the whole of wait() — from before it releases the
+/// lock until it holds the lock again — and links it into its robust chain like a held lock:
+/// INVARIANT9: slot.word == t | WAITERS (t != 0) <=> thread t is inside wait() on this condition
+///             and the slot's entry is in t's chain (or t's list_op_pending points at it); a slot
+///             is free when its owner bits are 0. At t's death (asleep, woken, or blocked
+///             re-acquiring the lock) the kernel finds the slot in t's list, sets it to
+///             OWNER_DIED | WAITERS and wakes one thread sleeping on it.
+/// INVARIANT10: every waiter sleeps (futex_waitv) on seq AND on every slot but its own, so that
+///             kernel wake-up reaches another waiter; the waiter that turns a dead slot back to
+///             free (CAS) returns from wait() as notified — the dead waiter's wake-up passed on.
+///             A waiter that finds every slot taken waits unprotected (its death can lose a
+///             wake-up, as before); kClaimSlots bounds the cost of the multi-word sleep.
+/// The death of a waiter that was NOT the one woken also wakes another waiter: a spurious wake-up,
+/// which every condition variable may give.
 ///
 /// wait(lock, deadline) is the primary API (returns WaitResult; the lock is held again on return
 /// except for not_recoverable; an RLock held recursively is fully released while waiting and comes
@@ -565,9 +668,22 @@ class Condition {
                    "shmkit::Condition::wait", locks_detail::thread_state());
   }
 
+  /// The claim slot of this thread (INVARIANT9), or null when every slot is taken.
+  locks_detail::ClaimSlot* claim_slot(locks_detail::ThreadState& ts) noexcept;
+  void release_slot(locks_detail::ThreadState& ts, locks_detail::ClaimSlot* mine) noexcept;
+  /// Sleeps until seq leaves `seq`, a dead waiter's slot is taken over (INVARIANT10), or deadline.
+  sys::FutexResult sleep(std::uint32_t seq, const locks_detail::ClaimSlot* mine, sys::Deadline deadline) noexcept;
+
+ public:
+  static constexpr unsigned kClaimSlots = 8;
+
+ private:
   std::atomic<std::uint32_t> seq_{0};      // futex word: INVARIANT4
   std::atomic<std::uint32_t> waiters_{0};  // INVARIANT5
+  locks_detail::ClaimSlot slots_[kClaimSlots];  // INVARIANT9
 };
-static_assert(std::is_standard_layout_v<Condition> && sizeof(Condition) == 8);
+static_assert(std::is_standard_layout_v<Condition> && alignof(Condition) == 8 &&
+              sizeof(Condition) == 8 + Condition::kClaimSlots * sizeof(locks_detail::ClaimSlot));
+static_assert(Condition::kClaimSlots + 1 <= sys::kFutexWaitAnyMax, "seq and every slot fit one futex_waitv");
 
 }  // namespace shmkit

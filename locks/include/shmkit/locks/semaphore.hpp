@@ -1,11 +1,15 @@
-/// shmkit::Semaphore: a counting semaphore on a process-shared futex, for queues and pools.
+/// shmkit::Semaphore: a counting semaphore in shared memory, for processes that hand each other
+/// units (slots, permits).
 ///
 /// post() adds to the count and wakes sleepers; wait() takes one unit, sleeping while the count is
-/// 0. Uncontended post and wait are one atomic RMW each and make no system call when nobody sleeps.
+/// 0. Uncontended post is one RMW plus EventCount::notify_all's fence and load; wait is one RMW;
+/// neither makes a system call when nobody sleeps. Sleeping goes through EventCount (the one wait
+/// protocol, event_count.hpp), so a waiter or poster killed at any instruction leaves nothing
+/// stuck: a dead sleeper costs the next post one FUTEX_WAKE, a poster killed between its add and
+/// its wake delays a sleeper by at most kRecheckSlice.
 /// A semaphore has no owner, so there is no owner-death handling: a process that dies after wait()
 /// and before the matching post() takes its unit with it (the data structure using the semaphore
-/// must account for that, e.g. by reclaiming slots of dead processes). A process that dies while
-/// asleep in wait() only leaves waiters_ too high (one needless futex_wake per later post).
+/// must account for that, e.g. by reclaiming slots of dead processes).
 /// All-zero bytes == a semaphore with count 0.
 #pragma once
 
@@ -14,6 +18,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "shmkit/locks/event_count.hpp"
 #include "shmkit/locks/lock.hpp"
 #include "shmkit/sys/futex_word.hpp"
 
@@ -28,7 +33,7 @@ class Semaphore {
   Semaphore(const Semaphore&) = delete;
   Semaphore& operator=(const Semaphore&) = delete;
 
-  /// Adds n units and wakes up to n sleepers. Throws Error{Errc::invalid_argument} (and adds
+  /// Adds n units and wakes the sleepers. Throws Error{Errc::invalid_argument} (and adds
   /// nothing) if the count would exceed kMaxValue.
   void post(std::uint32_t n = 1);
 
@@ -64,8 +69,8 @@ class Semaphore {
  private:
   bool wait_slow(sys::Deadline deadline) noexcept;
 
-  std::atomic<std::uint32_t> value_{0};    // futex word: the count. INVARIANT1: value_ <= kMaxValue
-  std::atomic<std::uint32_t> waiters_{0};  // >= threads inside wait_slow (more after a death)
+  std::atomic<std::uint32_t> value_{0};  // the count. INVARIANT1: value_ <= kMaxValue
+  EventCount posted_;                    // notified by every post that may end a wait
 };
 static_assert(std::is_standard_layout_v<Semaphore> && sizeof(Semaphore) == 8);
 

@@ -2,13 +2,19 @@
 /// relative pointer, Boost.Interprocess's offset_ptr). It stays valid when the segment is mapped at
 /// another base in another process, because both the pointer and its target move together.
 ///
-/// Encoding: diff == 1 means null (1 can never be a valid distance to a T aligned to >= 2 that is
-/// not the pointer itself... and a T at this+1 is not representable for alignof(T) > 1); any other
-/// value v means target = (char*)this + v. Copying an OffsetPtr recomputes the distance.
+/// Encoding: diff == kNull (INTPTR_MIN) means null; any other value v means
+/// target = (char*)this + v. Copying an OffsetPtr recomputes the distance.
+/// Why INTPTR_MIN: every other value is the distance to some valid target — 0 is an OffsetPtr that
+/// points at the object it lives in (a one-element circular list), 1 a T with alignment 1 right
+/// after it — but a distance of -2^63 needs two addresses 2^63 apart, one of them in the kernel
+/// half of the address space, which no object of a user process is in (static_assert below: user
+/// addresses are below 2^63 on every 64-bit target Linux runs shmkit on). Zero-filled memory
+/// therefore reads as a pointer to itself, not as null: construct OffsetPtrs, do not memset them.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 namespace shmkit {
@@ -33,7 +39,7 @@ class OffsetPtr {
   friend bool operator==(const OffsetPtr& a, const OffsetPtr& b) noexcept { return a.get() == b.get(); }
 
  private:
-  static constexpr std::intptr_t kNull = 1;
+  static constexpr std::intptr_t kNull = std::numeric_limits<std::intptr_t>::min();
   void set(T* p) noexcept {
     diff_ = p == nullptr ? kNull
                          : static_cast<std::intptr_t>(reinterpret_cast<std::uintptr_t>(p) -
@@ -43,6 +49,7 @@ class OffsetPtr {
 };
 
 static_assert(sizeof(OffsetPtr<int>) == sizeof(std::intptr_t));
+static_assert(sizeof(void*) == 8, "the null sentinel assumes 64-bit addresses (user half below 2^63)");
 static_assert(std::is_standard_layout_v<OffsetPtr<int>>);
 
 }  // namespace shmkit

@@ -8,10 +8,20 @@
 ///  * open_or_create(name, size)  — race-free: of many racing processes exactly one initialises
 ///                                  and the others wait for it (serialised by flock on the file).
 ///  * create_anonymous(size)      — a memfd, for fork-based use (children inherit the mapping).
+///                                  Sealed against shrinking (F_SEAL_SHRINK): no process holding
+///                                  its fd can cut it under the others' mappings.
 ///  * adopt(fd)                   — a segment fd received from another process (receive_fd()).
-///  A creator that dies while initialising leaves the state word at `initialising` and releases its
-///  flock: open() then fails with Errc::owner_dead within open_timeout; open_or_create()
-///  initialises the segment again (it is empty: nobody can have used it).
+///  Every way in that opens an existing file (open, open_or_create, adopt, receive_from) refuses a
+///  file owned by another user unless SegmentOptions::allow_other_owner.
+///  A creator writes the header (state `initialising`) before it sizes the file, so one that dies
+///  while initialising leaves an empty file or a header in state `initialising`, and releases its
+///  flock; a file from an older creator may also be left zero-filled with no header at all
+///  (inspect_file() says `incomplete`). open() then fails with Errc::owner_dead within
+///  open_timeout; open_or_create() initialises the segment again (nobody can have used it).
+///
+/// Who uses it. A Segment holds a lock on its file (see in_use()) for as long as it maps it; the
+/// lock is shared with forked children through the inherited descriptor. remove_if_unused() is
+/// the removal that never takes a segment from under a live process.
 ///
 /// Fixed address. The creator picks the base (SegmentOptions::base, or by default a slot derived
 /// from the name in [kBaseWindowLow, kBaseWindowHigh), a window programs leave empty), maps with
@@ -63,7 +73,7 @@ struct SegmentOptions {
   Relocate relocate = Relocate::forbidden;
   std::chrono::milliseconds open_timeout{5000};  // bound on waiting for an initialising creator
   bool attach = true;               // record this process in the attach table (tools pass false)
-  bool allow_other_owner = false;   // open a segment file owned by another user
+  bool allow_other_owner = false;   // open/adopt a segment file owned by another user
 };
 
 struct AttachedProcess {
@@ -94,6 +104,21 @@ class Segment {
   static Segment adopt(int fd, const SegmentOptions& opts = {});
   /// Unlinks /dev/shm/NAME; attached processes keep their mappings. Throws not_found if absent.
   static void remove(std::string_view name);
+  /// true while any live process maps /dev/shm/NAME (through a Segment, also one inherited by
+  /// fork; or any mapping of the file that /proc lets this process see) or is initialising it.
+  /// Throws not_found if absent.
+  static bool in_use(std::string_view name);
+  /// Unlinks /dev/shm/NAME unless in_use(); returns whether it did. Decided under the file's
+  /// creation flock, so an opener racing with it either keeps the file in use or opens afresh.
+  static bool remove_if_unused(std::string_view name);
+  /// What an open /dev/shm file holds, judged from its bytes (pread; nothing is mapped).
+  enum class FileKind {
+    segment,     // starts with shmkit's magic (open() validates the rest)
+    incomplete,  // zero-filled, page-sized: a creator died after sizing it, before the header
+    empty,       // 0 bytes (a creator between creating and sizing it, or not shmkit's)
+    other,       // anything else: not shmkit's
+  };
+  static FileKind inspect_file(int fd);
   /// Checks a user-supplied name: "/" followed by 1..250 characters, none of them '/' or NUL.
   /// Returns an empty string when valid, else the reason.
   static std::string check_name(std::string_view name);
@@ -110,16 +135,13 @@ class Segment {
 
   /// -- where it is --
   std::byte* base() const noexcept { return map_; }              // in this process
-  std::uintptr_t home() const noexcept;                          // recorded in the header
+  std::uintptr_t home() const noexcept { return home_; }         // recorded in the header at open
   bool at_home() const noexcept { return reinterpret_cast<std::uintptr_t>(map_) == home(); }
   std::size_t size() const noexcept;                             // bytes backed now
   std::size_t capacity() const noexcept { return capacity_; }    // bytes reserved
   int fd() const noexcept { return fd_; }
   const std::string& name() const noexcept { return name_; }     // "" for anonymous/adopted
   SegmentHeader& header() const noexcept { return *reinterpret_cast<SegmentHeader*>(map_); }
-  /// The lock that serialises growth and the attach table; also available to modules for rare
-  /// administrative work (first-time initialisation of a root structure).
-  Lock& admin_lock() const noexcept;
 
   /// Process-local hooks, run when this process's last Segment object for this mapping closes,
   /// before the unmap: a module that keeps per-process state about the mapping (the heap's thread
@@ -134,6 +156,11 @@ class Segment {
   void grow(std::size_t new_size);
   /// Hot-path form: 0, -ENOMEM past capacity, -ENOSPC when /dev/shm is full.
   [[nodiscard]] int try_grow(std::size_t new_size) noexcept;
+  /// size() and try_grow() for a module that keeps a mapping rather than a Segment object (which
+  /// may be moved): `map` and `capacity` are a mapping's base() and capacity(), `fd` any
+  /// descriptor of its file (for example a dup of fd()). The heap grows its segment this way.
+  static std::size_t mapped_size(const std::byte* map, std::size_t capacity) noexcept;
+  [[nodiscard]] static int try_grow_mapping(std::byte* map, std::size_t capacity, int fd, std::size_t new_size) noexcept;
 
   /// -- relative/absolute translation --
   bool contains(const void* p, std::size_t len = 1) const noexcept {
@@ -156,6 +183,8 @@ class Segment {
   }
 
   /// -- processes --
+  /// The attach table, read through the file descriptor (never through the mapping, so a file
+  /// cut short by another process gives a short table, not SIGBUS). A snapshot.
   std::vector<AttachedProcess> attached() const;
 
   /// -- fd passing (SCM_RIGHTS over a unix socket) --
@@ -164,7 +193,8 @@ class Segment {
 
  private:
   std::byte* map_ = nullptr;
-  std::size_t capacity_ = 0;
+  std::size_t capacity_ = 0;   // the length this process mapped (never re-read from the header)
+  std::uintptr_t home_ = 0;    // the header's base as validated when this process mapped it
   int fd_ = -1;
   std::string name_;
   int attach_slot_ = -1;

@@ -11,7 +11,8 @@
 ///   INVARIANT2  kDataOffset < size <= capacity <= Segment::kMaxCapacity, all multiples of the page
 ///   INVARIANT3  base % page == 0 and [base, base+capacity) lies in the user half of the address space
 ///   INVARIANT4  state == ready for every segment an opener maps (initialising only while a creator
-///               holds the file's flock; a dead creator leaves initialising and no flock)
+///               holds the file's flock; a dead creator leaves initialising and no flock — the
+///               creator writes this header, state initialising, before it sizes the file)
 ///   INVARIANT5  an attach entry is free iff pid == 0; a used entry names one process by
 ///               (pid, start_time); entries change only under admin_lock.
 ///   INVARIANT6  file size >= size (growth extends the file first, then publishes size)
@@ -63,6 +64,22 @@ struct SegmentHeader {
 };
 
 static_assert(std::is_standard_layout_v<SegmentHeader>, "the header is read by other processes");
+// The layout of version kLayoutVersion, field by field: a change that moves or resizes a field
+// fails here until kLayoutVersion is bumped and this block is rewritten for the new version
+// (processes of different shmkit builds share segments; the version is how they notice).
+static_assert(SegmentHeader::kLayoutVersion != 1 ||
+                  (offsetof(SegmentHeader, magic) == 0 && offsetof(SegmentHeader, version) == 8 &&
+                   offsetof(SegmentHeader, header_size) == 12 && offsetof(SegmentHeader, state) == 16 &&
+                   offsetof(SegmentHeader, flags) == 20 && offsetof(SegmentHeader, base) == 24 &&
+                   offsetof(SegmentHeader, size) == 32 && offsetof(SegmentHeader, capacity) == 40 &&
+                   offsetof(SegmentHeader, creator) == 48 && offsetof(SegmentHeader, created_unix_ns) == 64 &&
+                   offsetof(SegmentHeader, roots) == 72 && offsetof(SegmentHeader, admin_lock) == 192 &&
+                   sizeof(Lock) == 40 && offsetof(SegmentHeader, attach) == 256 &&
+                   sizeof(AttachEntry) == 16 && SegmentHeader::kAttachSlots == 256 &&
+                   sizeof(SegmentHeader) == 4352 && SegmentHeader::kDataOffset == 16384 &&
+                   static_cast<unsigned>(RootSlot::count) == 8),
+              "SegmentHeader layout changed: bump kLayoutVersion and restate this block for the new layout");
+static_assert(offsetof(AttachEntry, pid) == 0 && offsetof(AttachEntry, start_time) == 8);
 static_assert(sizeof(SegmentHeader) <= SegmentHeader::kDataOffset, "header must fit before the data");
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::int32_t>::is_always_lock_free);

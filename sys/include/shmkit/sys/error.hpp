@@ -34,6 +34,8 @@ enum class Errc {
   protocol,           // a malformed or unexpected message
   unsupported,        // the kernel or peer lacks the feature (io_uring, an id, a message size)
   system,             // any other failed system call (see sys_errno())
+  bad_magic,          // the memory given does not hold the object asked for (a Queue, a Channel):
+                      // its magic number is another's or none (not_a_segment is for segment files)
 };
 
 std::string_view to_string(Errc) noexcept;

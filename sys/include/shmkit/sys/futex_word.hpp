@@ -49,6 +49,24 @@ inline int futex_wake_all(std::atomic<std::uint32_t>& word) noexcept {
   return futex_wake(word, INT32_MAX);
 }
 
+/// One word of futex_wait_any(): sleep while *word == expected.
+struct FutexWaitItem {
+  std::atomic<std::uint32_t>* word;
+  std::uint32_t expected;
+};
+inline constexpr unsigned kFutexWaitAnyMax = 128;  // FUTEX_WAITV_MAX
+
+/// futex_waitv(2) (Linux 5.16): sleeps while every items[i].word == items[i].expected, until one of
+/// the words is woken (FUTEX_WAKE on it, from user space or from the kernel's robust-list cleanup)
+/// or `deadline` passes. woken carries the index of the word that was woken; value_changed means
+/// some word did not hold its expected value. n must be 1..kFutexWaitAnyMax; other kernel errors
+/// abort with a message, as in futex_wait.
+struct FutexWaitAnyResult {
+  FutexResult result;
+  int index;  // the woken word (result == woken), else -1
+};
+FutexWaitAnyResult futex_wait_any(const FutexWaitItem* items, unsigned n, Deadline deadline = kNoDeadline) noexcept;
+
 /// Raw futex(2) for the lock module's special operations (for example FUTEX_WAKE_OP, or a
 /// priority-inheritance op); returns the kernel's result or -errno. FUTEX_PRIVATE_FLAG must not be
 /// in `op`.

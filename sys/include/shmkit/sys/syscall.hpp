@@ -29,10 +29,8 @@ namespace shmkit::sys {
 [[nodiscard]] int shm_open(const char* name, int flags, mode_t mode) noexcept;  // fd or -errno
 [[nodiscard]] int shm_unlink(const char* name) noexcept;
 [[nodiscard]] int memfd_create(const char* name, unsigned flags) noexcept;
-/// fcntl F_ADD_SEALS / F_GET_SEALS on a memfd created with MFD_ALLOW_SEALING: 0 / the seals, or -errno.
-[[nodiscard]] int add_seals(int fd, int seals) noexcept;
-[[nodiscard]] int get_seals(int fd) noexcept;
-[[nodiscard]] int close(int fd) noexcept;  // never retried on EINTR (the fd is gone either way)
+[[nodiscard]] int close(int fd) noexcept;
+[[nodiscard]] int dup_cloexec(int fd) noexcept;  // a new descriptor of fd's open file (FD_CLOEXEC), or -errno  // never retried on EINTR (the fd is gone either way)
 [[nodiscard]] int ftruncate(int fd, off_t len) noexcept;
 /// Allocates backing store for [offset, offset+len) so later page faults cannot fail for lack of
 /// space (a tmpfs page fault past the limit raises SIGBUS; this returns -ENOSPC instead).
@@ -42,6 +40,18 @@ namespace shmkit::sys {
 [[nodiscard]] int fchmod(int fd, mode_t mode) noexcept;
 [[nodiscard]] int flock(int fd, int op) noexcept;
 [[nodiscard]] ssize_t pread(int fd, void* buf, std::size_t len, off_t offset) noexcept;
+[[nodiscard]] ssize_t pwrite(int fd, const void* buf, std::size_t len, off_t offset) noexcept;
+/// Open-file-description record locks (F_OFD_SETLK / F_OFD_GETLK) on [start, start+len): owned by
+/// the open file description, so shared by every process that inherited the descriptor and
+/// released when the last descriptor for it closes (or its last holder dies).
+/// ofd_lock: 0, or -EAGAIN when a conflicting lock is held. type: F_RDLCK, F_WRLCK or F_UNLCK.
+[[nodiscard]] int ofd_lock(int fd, short type, off_t start, off_t len) noexcept;
+/// 1 when another open file description holds a lock conflicting with `type` on the range,
+/// 0 when none does, or -errno.
+[[nodiscard]] int ofd_lock_conflicts(int fd, short type, off_t start, off_t len) noexcept;
+/// fcntl(F_ADD_SEALS) on a memfd created with MFD_ALLOW_SEALING.
+[[nodiscard]] int add_seals(int fd, int seals) noexcept;
+[[nodiscard]] int get_seals(int fd) noexcept;  // fcntl F_GET_SEALS: the seals, or -errno
 [[nodiscard]] ssize_t read(int fd, void* buf, std::size_t len) noexcept;
 [[nodiscard]] ssize_t write(int fd, const void* buf, std::size_t len) noexcept;
 [[nodiscard]] ssize_t readv(int fd, const iovec* iov, int iovcnt) noexcept;

@@ -3,11 +3,15 @@
 /// connected client owns one window. A call:
 ///
 ///   client: writes a wire frame (wire.hpp: header {length, id, tag} + payload) into its window's
-///           request area, stores turn = server, rings the server's doorbell if it sleeps, then
-///           spins briefly and sleeps on `turn` until it is the client's again;
+///           request area, stores turn = server, notifies the server's doorbell (an EventCount:
+///           a system call only if the server sleeps), then waits on its window's `replied`
+///           EventCount until the turn is the client's again;
 ///   server: one loop serves every window: finds turn == server, checks the frame, dispatches on
 ///           the message id to the registered handler, which marshals its reply straight into the
-///           window's reply area; stores turn = client and wakes the client if it sleeps.
+///           window's reply area; stores turn = client and notifies the window's `replied`.
+/// Every wait goes through shmkit::await_until (locks/event_count.hpp): it spins only while the
+/// other side runs on another CPU (each side publishes its Presence in the channel; see
+/// spin_policy.hpp), for a bounded time, and otherwise sleeps at once.
 ///
 /// Request and reply have separate areas so a handler can read the request while it writes the
 /// reply (no aliasing); neither side copies a payload through a socket or the kernel. Each side
@@ -48,10 +52,11 @@
 #include <string>
 #include <vector>
 
+#include "shmkit/locks/event_count.hpp"
 #include "shmkit/locks/lock.hpp"
+#include "shmkit/locks/spin_policy.hpp"
 #include "shmkit/sys/futex_word.hpp"
 #include "shmkit/sys/process.hpp"
-#include "shmkit/channels/channel_spin.hpp"
 #include "shmkit/transport/wire.hpp"
 
 namespace shmkit {
@@ -65,7 +70,7 @@ enum class ChannelStatus : std::uint8_t {
   timed_out,        // the deadline passed; the connection is resynchronised on the next call
   too_large,        // the request exceeds the negotiated maximum frame
   protocol,         // the peer wrote a malformed frame into the window
-  no_free_window,   // connect(): every window has a live client
+  no_free_window,   // try_connect(): every window has a live client
   not_recoverable,  // a lock of the channel was left unrepaired
 };
 const char* to_string(ChannelStatus s) noexcept;
@@ -85,10 +90,10 @@ struct CallResult {
 struct ChannelWindow {
   static constexpr std::uint32_t kClientTurn = 0;
   static constexpr std::uint32_t kServerTurn = 1;
-  alignas(64) std::atomic<std::uint32_t> turn;   // futex word the client sleeps on
-  std::atomic<std::uint32_t> client_sleeping;    // 1 while the client is (about to be) asleep
+  alignas(64) std::atomic<std::uint32_t> turn;
+  EventCount replied;                            // notified by the server after turn = client
   std::atomic<std::uint32_t> epoch;              // server epoch the client connected under
-  std::uint32_t reserved;
+  Presence client_presence;                      // what the window's client does now (hint)
   sys::ProcessIdentity client;                   // informative (shmkit info, debugging)
   alignas(64) Lock client_lock;                  // held by the connected client (robust)
 };
@@ -98,7 +103,7 @@ static_assert(std::is_standard_layout_v<ChannelWindow>);
 ///             + kAreaOffset, its reply area at + kAreaOffset + area_size; all inside total_bytes.
 struct ChannelControl {
   static constexpr std::uint64_t kMagic = 0x316c6e6e6168434bULL;  // "KChannl1"
-  static constexpr std::uint32_t kVersion = 1;
+  static constexpr std::uint32_t kVersion = 2;  // 2: EventCount + Presence wait words
   std::uint64_t magic;
   std::uint32_t version;
   std::uint32_t windows;
@@ -111,8 +116,8 @@ struct ChannelControl {
   sys::ProcessIdentity server;
   std::atomic<std::uint32_t> server_epoch;  // bumped by each server start; 0 = never served
   std::atomic<std::uint32_t> server_up;     // 1 between a server's start and its stop
-  alignas(64) std::atomic<std::uint32_t> doorbell;         // futex word the server sleeps on
-  std::atomic<std::uint32_t> server_sleeping;
+  alignas(64) EventCount doorbell;  // notified by a client after turn = server (and by wake())
+  Presence server_presence;         // what the server does now (hint)
 };
 static_assert(std::is_standard_layout_v<ChannelControl>);
 
@@ -181,20 +186,23 @@ class ChannelServer {
   void on_client_gone(std::function<void(std::uint32_t window)> fn) { on_client_gone_ = std::move(fn); }
   std::uint32_t reap_dead_clients();
 
-  /// Maximum spin iterations (~50 ns each) while idle before sleeping; adapts below it
-  /// (channel_spin.hpp). 0 = sleep at once.
-  void set_spin(std::uint32_t iterations) noexcept { spin_.set_max(iterations); }
+  /// The longest serve() spins while idle before sleeping (only while a client runs on another
+  /// CPU; spin_policy.hpp). 0 = sleep at once.
+  void set_spin(std::chrono::nanoseconds max) noexcept { spin_.set_max_ns(spin_ns(max)); }
 
  private:
   void serve_window(std::uint32_t i) noexcept;
   bool any_request() const noexcept;
+  static std::uint32_t spin_ns(std::chrono::nanoseconds max) noexcept;
 
   Channel ch_;
   std::vector<Handler> handlers_;  // indexed by id; empty function = unsupported
   std::vector<transport::wire::MsgId> ids_;
   bool started_ = false;
-  AdaptiveSpin spin_;
+  SpinPolicy spin_;
+  std::uint32_t last_window_ = 0;  // the window served last: its client is the likely next caller
   std::function<void(std::uint32_t)> on_client_gone_;
+  friend class ChannelClient;
 };
 
 /// -- client ------------------------------------------------------------------------------------
@@ -209,8 +217,14 @@ class ChannelClient {
   ChannelClient& operator=(const ChannelClient&) = delete;
 
   /// Claims a free window and performs the Hello handshake. Throws Error(peer_closed) when no
-  /// server serves the channel, Error(out_of_memory) when no window is free, Error(timed_out).
+  /// server serves the channel, Error(out_of_memory) when no window is free, Error(timed_out),
+  /// Error(protocol) for a malformed server Hello.
   static ChannelClient connect(Channel ch, sys::Deadline deadline = sys::kNoDeadline);
+  /// connect() without exceptions for the expected outcomes: ok (then `out` is connected),
+  /// no_free_window, peer_closed, timed_out or protocol. Throws only std::bad_alloc (the Hello's
+  /// small vectors).
+  [[nodiscard]] static ChannelStatus try_connect(Channel ch, ChannelClient& out,
+                                                 sys::Deadline deadline = sys::kNoDeadline);
 
   /// One round trip: sends `payload` under message `id` and waits for the reply.
   CallResult call(transport::wire::MsgId id, std::span<const std::byte> payload,
@@ -229,13 +243,16 @@ class ChannelClient {
   /// Releases the window (also done by the destructor).
   void disconnect() noexcept;
 
-  /// Maximum spin iterations (~50 ns each) waiting for a reply before sleeping; adapts below it
-  /// (channel_spin.hpp). 0 = sleep at once.
-  void set_spin(std::uint32_t iterations) noexcept { spin_.set_max(iterations); }
+  /// The longest a call spins for its reply before sleeping (only while the server runs on another
+  /// CPU; spin_policy.hpp). 0 = sleep at once.
+  void set_spin(std::chrono::nanoseconds max) noexcept { spin_.set_max_ns(ChannelServer::spin_ns(max)); }
 
  private:
   /// Hands the window to the server and waits for it back.
   ChannelStatus exchange(sys::Deadline deadline) noexcept;
+  /// Waits until the turn is the client's: ok, timed_out (in_flight_ set) or peer_closed (the
+  /// server died or stopped; the window is released).
+  ChannelStatus await_turn(sys::Deadline deadline) noexcept;
   bool server_alive() noexcept;
 
   Channel ch_;
@@ -246,7 +263,7 @@ class ChannelClient {
   std::uint32_t max_message_ = 0;
   transport::wire::Tag next_tag_ = 1;
   transport::wire::Hello server_hello_;
-  AdaptiveSpin spin_;
+  SpinPolicy spin_;
 };
 
 }  // namespace shmkit

@@ -2,10 +2,11 @@
 /// its Heap, inherited through fork) and run tasks — a message id and a payload — submitted by
 /// the parent, which gets a future-like TaskHandle back.
 ///
-/// Shared state: a task table in a MAP_SHARED mapping the pool makes before forking (inherited by
-/// every worker; it holds offsets and inline byte areas only). Each slot carries one task's
-/// payload and result inline (sizes fixed by PoolOptions), so no allocation can leak when a worker
-/// dies, and a 32-bit state word that is also the futex word a waiting parent sleeps on:
+/// Shared state: one MAP_SHARED mapping the pool makes before forking (inherited by every worker;
+/// it holds indices and inline byte areas only): a header, two rings of slot indices (new tasks,
+/// and retries, which workers take first) and a task table.
+/// Each slot of the table carries one task's payload and result inline (sizes fixed by
+/// PoolOptions), so no allocation can leak when a worker dies, and a 32-bit state word:
 ///
 ///   free -> filling -> queued -> running(w) -> done | failed      (parent: -> free after wait())
 ///                        ^            |
@@ -19,13 +20,28 @@
 ///             each task either queued (not claimed) or running(w) with w dead — which the parent,
 ///             after reaping w, turns into queued (retry) or worker_died. No task is lost and none
 ///             runs twice unless the caller asked for a retry.
-/// INVARIANT3  only the parent writes free/filling/queued and reads results; only the claiming
-///             worker writes the result area and the running -> done|failed transition.
+/// INVARIANT3  only the parent writes free/filling/queued, the submission ring and its tail, and
+///             reads results; only the claiming worker writes the result area and the
+///             running -> done|failed transition.
+/// INVARIANT4  (each ring, so that no worker scans the table) every queued task's slot index sits
+///             at a position p of one ring with head <= p < tail; head only passes position p
+///             once someone saw that p's slot is no longer queued (its task claimed). A worker
+///             claims at position head (INVARIANT2's CAS) and then moves head on, or, finding the
+///             slot already claimed (by a worker that died or stalled before moving head), moves
+///             head on for it. Stale indices (a slot claimed, finished and queued again at a later
+///             position) cost a skipped entry, never a lost or doubled task: the state CAS decides.
 ///
-/// Death of a worker (the parent notices in supervise(), which submit(), wait() and poll() run,
-/// by reaping with waitpid): its running task is failed or requeued (TaskPolicy), a replacement
-/// worker is forked into the same index, and — when the pool was given a Heap — the heap blocks
-/// the dead worker owned are reclaimed (Heap::reclaim_dead). Locks it held are recovered by their
+/// Hand-offs: an idle worker waits for "head < tail" on its own EventCount (locks/event_count.hpp);
+/// submit() notifies one worker — a running one if any (a fence and a load, no system call), a
+/// sleeping one only when none runs or tasks queue up. The parent waits for a task's outcome on
+/// another EventCount that each completion notifies. So a busy pool makes no system call per
+/// task; a waiter spins only while its partner runs on another CPU (spin_policy.hpp).
+///
+/// Death of a worker: the parent notices it in supervise() — run by wait() while it waits (every
+/// 10 ms), and by submit() and ready() at most once a millisecond — by reaping with waitpid; its
+/// running task is failed or requeued (TaskPolicy), PoolOptions::on_worker_death runs (e.g. to
+/// reclaim the heap blocks the dead worker owned: the pool itself knows nothing about heaps),
+/// and a replacement worker is forked into the same index. Locks it held are recovered by their
 /// next acquirer, which gets LockResult::owner_died from the kernel's robust list (locks/).
 /// Death of the parent: each worker sets PR_SET_PDEATHSIG(SIGKILL) right after fork and then
 /// checks getppid() (the parent may have died before the prctl), and re-checks getppid() whenever
@@ -48,12 +64,11 @@
 #include <span>
 #include <vector>
 
+#include "shmkit/locks/spin_policy.hpp"
 #include "shmkit/sys/futex_word.hpp"
 #include "shmkit/transport/wire.hpp"
 
 namespace shmkit {
-
-class Heap;
 
 enum class TaskPolicy : std::uint8_t { fail_on_worker_death = 0, retry_once = 1 };
 
@@ -84,7 +99,6 @@ struct TaskContext {
   transport::wire::MsgId id;
   std::uint32_t worker;   // index 0..workers-1
   std::uint32_t attempt;  // 1, or 2 on the retry
-  Heap* heap;             // the pool's Heap, or nullptr (allocate_owned here is reclaimed on death)
 };
 /// Runs in a worker: reads `payload`, writes up to result.size() bytes into `result`, sets
 /// result_size and returns 0; or returns a positive errno.
@@ -96,13 +110,16 @@ struct PoolOptions {
   std::uint32_t max_tasks = 256;                // pending + uncollected tasks at once
   std::uint32_t max_payload = 64 * 1024;
   std::uint32_t max_result = 64 * 1024;
-  Heap* heap = nullptr;                         // reclaim_dead() after a worker death
+  /// Runs in the parent after a dead worker's tasks are settled and before it is replaced; returns
+  /// how many resources it reclaimed (added to stats().reclaimed). E.g. for blocks a worker took
+  /// with Heap::allocate_owned: [&heap](pid_t) { return heap.reclaim_dead(); }. Must not throw.
+  std::function<std::uint64_t(pid_t dead_worker)> on_worker_death{};
   std::chrono::milliseconds shutdown_grace{2000};
 };
 
 struct PoolStats {
   std::uint64_t submitted = 0, completed = 0, failed = 0, worker_deaths = 0, retries = 0,
-                died_tasks = 0, respawns = 0, heap_reclaimed = 0;
+                died_tasks = 0, respawns = 0, reclaimed = 0;
 };
 
 class WorkerPool {
@@ -122,11 +139,14 @@ class WorkerPool {
   /// Waits for the task's outcome (supervising the workers meanwhile) and frees its slot, except
   /// on timed_out. A handle can be waited for once.
   TaskResult wait(TaskHandle h, sys::Deadline deadline = sys::kNoDeadline);
-  /// True when the task has an outcome (wait() will not block).
-  bool ready(TaskHandle h) const noexcept;
+  /// True when the task has an outcome (wait() will not block). A task whose worker died becomes
+  /// ready by itself: while the task is pending, ready() supervises the workers (at most once a
+  /// millisecond), so polling ready() alone sees worker_died (or the retry) within about 1 ms of
+  /// the death. Throws Error only when a replacement worker cannot be forked (as supervise()).
+  bool ready(TaskHandle h);
 
-  /// Reaps dead workers, settles their tasks, respawns them, reclaims heap blocks. Returns the
-  /// number of workers found dead. Called by submit() and wait(); call it when idle for long.
+  /// Reaps dead workers, settles their tasks, runs on_worker_death, respawns them. Returns the
+  /// number of workers found dead. wait(), submit() and ready() call it (see above).
   std::uint32_t supervise();
   /// Stops the workers (graceful, then SIGKILL after shutdown_grace) and reaps them. Idempotent.
   /// Pending tasks are reported worker_died by later wait() calls.
@@ -138,16 +158,36 @@ class WorkerPool {
  private:
   struct Shared;
   struct Slot;
+  Shared& shared() const noexcept;
+  std::atomic<std::uint32_t>& ring_entry(std::uint32_t ring, std::uint64_t position) const noexcept;
   Slot& slot(std::uint32_t i) const noexcept;
+  std::byte* payload_area(Slot& t) const noexcept;
+  std::byte* result_area(Slot& t) const noexcept;
   pid_t spawn(std::uint32_t index);
   [[noreturn]] void worker_main(std::uint32_t index) noexcept;
+  bool try_claim(std::uint32_t worker, std::uint32_t& claimed) const noexcept;
+  bool try_claim_from(std::uint32_t ring, std::uint32_t worker, std::uint32_t& claimed) const noexcept;
+  void run_task(std::uint32_t worker, std::uint32_t i) const noexcept;
+  bool publish(std::uint32_t ring, std::uint32_t i) noexcept;
+  void wake_workers() noexcept;
+  const Presence& likely_finisher(std::uint32_t state) const noexcept;
+  void supervise_if_due();
   void settle_dead_worker(std::uint32_t index);
 
   PoolOptions opts_;
   std::map<transport::wire::MsgId, TaskFn> handlers_;
   std::byte* mem_ = nullptr;
   std::size_t mem_size_ = 0;
-  std::size_t stride_ = 0;
+  std::size_t ring_offset_ = 0, slots_offset_ = 0, stride_ = 0, payload_offset_ = 0;
+  std::uint64_t ring_mask_ = 0;
+  // Parent-only bookkeeping (INVARIANT3 makes it exact): free slots, each slot's generation, the
+  // ring tail and the last head seen.
+  std::vector<std::uint32_t> free_slots_;
+  std::vector<std::uint32_t> generation_;
+  std::uint64_t tail_[2] = {0, 0}, head_seen_[2] = {0, 0};  // per ring (submissions, retries)
+  std::uint32_t next_wake_ = 0;  // the worker wake_workers() tries first
+  SpinPolicy wait_spin_;
+  sys::Deadline next_supervise_{};
   std::vector<pid_t> pids_;
   pid_t parent_ = 0;
   bool stopped_ = false;

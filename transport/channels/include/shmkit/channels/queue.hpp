@@ -29,48 +29,43 @@
 /// exactly one pop that returned ok (or, with a receipt, whose receipt names it), or it is still in
 /// the queue.
 ///
-/// Cost (2 vCPU AMD EPYC VM, 64-byte messages, one producer and one consumer process). A push is
-/// a lock acquire (CAS), the record's stores, the commit (a plain release store), a lock release
-/// (CAS) and a fence for the sleep protocol (cheap right after the CAS), plus the robust-list
-/// edits of the Lock; a pop likewise. About 15 ns per push and 30 ns per push+pop in one
-/// process. Between two CPUs the release CAS waits for the record's stores, and the record
-/// lines were last held by the other core (the consumer reads right behind the producer, and
-/// its polls pull back the very line being written): about one cross-core transfer per message
-/// is serialised, 55-70 ns per message measured, against 10-12 ns for a bare SPSC ring with no
-/// locked instruction (spin_ring_limit). On one CPU, 40-70 ns. Getting
-/// near the ring needs pushes and pops with no per-message locked instruction, e.g. a lane per
-/// producer handle whose robust ownership is taken once per handle (the kernel's robust list
-/// still reports a holder's death), consumers claiming lanes the same way, and an asymmetric
-/// fence (membarrier) on the sleeper's side in place of the waker's per-message fence.
+/// Cost (2 vCPU AMD EPYC VM, 64-byte messages, one producer and one consumer process). Without a
+/// claim a push is a lock acquire (CAS), the record's stores, the commit (a plain release store),
+/// a lock release (CAS) and EventCount::notify_all's fence, plus the robust-list edits of the
+/// Lock; a pop likewise: measured 55-70 ns per message between two CPUs before the claims,
+/// against 10-12 ns for a bare SPSC ring (spin_ring_limit). With both sides claimed (below) the
+/// two CAS per operation and the robust-list edits are gone; what is left per message is the
+/// record's line transfer, the commit and head stores and one fence per side (x86: a locked OR on
+/// the stack, after which the store buffer is empty). Not yet re-measured on a quiet machine.
 ///
-/// Placement. A waiter spins only when the other side last ran on another CPU: each side notes its
-/// CPU in the control block (every 64th operation of a thread, and before each wait), and a waiter
-/// that finds its partner on its own CPU sleeps at once (spinning there only burns the time slice
-/// the partner needs to make progress; measured with both processes on one CPU: 130 ns per
-/// message spinning). A stale or wrong hint costs a spin or a sleep, never a message.
+/// One producer, one consumer: claim the side. A handle that calls claim_producer() (or
+/// claim_consumer()) keeps that side's robust lock between operations, so each push (pop) makes
+/// no locked instruction at all: the record's stores, its commit (a release store) and a plain
+/// load of the other side's EventCount. Other handles of that side wait (or get would_block) until
+/// release_*(). The crash story is unchanged: the claim is the same robust Lock, so the kernel
+/// reports a claimant's death to the next acquirer (owner_died), which repairs as above.
 ///
-/// Blocking. push/pop spin briefly (adaptively, channel_spin.hpp) and then sleep on a futex word
-/// with the deadline. A sleeper arms a flag before it sleeps; a waker that finds it armed clears it
-/// and makes the one FUTEX_WAKE, so an operation makes no system call when nobody sleeps and only
-/// one per sleep (a count of sleepers would make every operation between the wake and the
-/// sleeper's getting the CPU pay a system call; a consumer that pops and sees more messages passes
-/// the wake on to the next sleeper). A sleeper killed while armed costs one spurious wake; a second
-/// sleeper whose arming was consumed by the first one's wake sleeps until the next arming's wake or
-/// its 50 ms slice (latency for that consumer, never a lost message). A producer that finds the
-/// queue full waits (spinning, then sleeping) until half the ring (or room for the largest message
-/// with its pad, if more) is free, and consumers wake sleeping producers at that point: resuming
-/// per popped message would make a full queue cost a cache-line ping-pong, or a sleep and a
-/// wake-up, per message.
+/// Blocking. Every wait goes through shmkit::EventCount (locks/event_count.hpp): `items` is
+/// notified by each push, `space` by pops once wake_threshold_ bytes are free. A waiter spins
+/// only while the other side runs on another CPU (each side publishes its Presence; see
+/// spin_policy.hpp), then sleeps; an operation makes no system call when nobody sleeps. A
+/// producer that finds the queue full waits until half the ring (or room for the largest message
+/// with its pad, if more) is free: resuming per popped message would make a full queue cost a
+/// cache-line ping-pong, or a sleep and a wake-up, per message.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 
 #include "shmkit/locks/lock.hpp"
+#include "shmkit/locks/event_count.hpp"
+#include "shmkit/locks/spin_policy.hpp"
 #include "shmkit/sys/futex_word.hpp"
-#include "shmkit/channels/channel_spin.hpp"
 
 namespace shmkit {
 
@@ -124,7 +119,7 @@ static_assert(sizeof(PopReceipt) == 8 && std::atomic<std::uint64_t>::is_always_l
 ///             that word is the live header of the record at head (ring exactly full).
 struct QueueControl {
   static constexpr std::uint64_t kMagic = 0x3165756575514b53ULL;  // "SKQueue1"
-  static constexpr std::uint32_t kVersion = 2;  // 2: commit word in the record header, new layout
+  static constexpr std::uint32_t kVersion = 3;  // 3: EventCount + Presence wait words
 
   std::uint64_t magic;
   std::uint32_t version;
@@ -148,24 +143,24 @@ struct QueueControl {
   std::uint32_t journal_active;
   alignas(64) std::atomic<std::uint64_t> head;        // line 5: consumers (producers read it when full)
   alignas(64) std::uint64_t spacer_c[8];              // line 6: never touched
-  // Lines 7-9 are read on every operation by one side and written rarely (a sleeper arming, a
-  // process migrating to another CPU, close), so they stay cached on both sides. The placement
-  // hints live here, not beside tail/head: a consumer reading a hint on the tail line before
-  // each wait made every push's tail store fetch the line back (measured: 95 ns per message
-  // instead of 72).
-  alignas(64) std::atomic<std::uint32_t> not_empty;   // line 7: futex word, bumped when items appear
-  std::atomic<std::uint32_t> consumers_armed;         // 1: a consumer may sleep on not_empty
-  std::atomic<std::int32_t> producer_cpu;             // hint: 1 + CPU of a producer lately, 0 = unknown
+  // Lines 7-9 are read on every operation by one side and written rarely (a sleeper announcing
+  // itself, a process migrating to another CPU, close), so they stay cached on both sides. The
+  // Presence words live here, not beside tail/head: a consumer reading a hint on the tail line
+  // before each wait made every push's tail store fetch the line back (measured: 95 ns per
+  // message instead of 72).
+  alignas(64) EventCount items;                       // line 7: notified by every push (and close)
+  std::uint32_t reserved_items;
+  Presence producers;                                 // what producers do now (hint)
   alignas(64) std::atomic<std::uint32_t> closed;      // line 8: read by every push
-  alignas(64) std::atomic<std::uint32_t> not_full;    // line 9: futex word, bumped when space appears
-  std::atomic<std::uint32_t> producers_armed;         // 1: a producer may sleep on not_full
-  std::atomic<std::int32_t> consumer_cpu;             // hint: 1 + CPU of a consumer lately, 0 = unknown
+  alignas(64) EventCount space;                       // line 9: notified when wake_threshold_ is free
+  std::uint32_t reserved_space;
+  Presence consumers;                                 // what consumers do now (hint)
 };
 static_assert(std::is_standard_layout_v<QueueControl>, "QueueControl lives in shared memory");
 static_assert(offsetof(QueueControl, producer_lock) == 64 && offsetof(QueueControl, tail) == 128 &&
                   offsetof(QueueControl, consumer_lock) == 256 && offsetof(QueueControl, head) == 320 &&
-                  offsetof(QueueControl, not_empty) == 448 && offsetof(QueueControl, closed) == 512 &&
-                  offsetof(QueueControl, not_full) == 576,
+                  offsetof(QueueControl, items) == 448 && offsetof(QueueControl, closed) == 512 &&
+                  offsetof(QueueControl, space) == 576,
               "one line per role, spacer lines between the producers' and the consumers' lines");
 static_assert(sizeof(QueueControl) % 64 == 0);
 
@@ -202,6 +197,8 @@ class Queue {
     receipt_region_ = o.receipt_region_;
     push_spin_ = o.push_spin_;
     pop_spin_ = o.pop_spin_;
+    claimed_producer_ = false;  // a claim belongs to the handle (and thread) that made it
+    claimed_consumer_ = false;
     wake_threshold_ = o.wake_threshold_;
     cached_head_.store(o.cached_head_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     return *this;
@@ -233,16 +230,37 @@ class Queue {
   std::uint32_t max_message() const noexcept { return ctl_->max_message; }
   QueueControl* control() const noexcept { return ctl_; }
 
-  /// Maximum spin iterations (each one CPU pause plus a load, ~50 ns) before sleeping; the
-  /// budget adapts below it (channel_spin.hpp). 0 = sleep at once. Local to this handle.
-  void set_spin(std::uint32_t iterations) noexcept {
-    push_spin_.set_max(iterations);
-    pop_spin_.set_max(iterations);
+  /// The longest a waiter of this handle spins before it sleeps (it spins only while the other
+  /// side runs on another CPU; spin_policy.hpp). 0 = sleep at once. Local to this handle.
+  void set_spin(std::chrono::nanoseconds max) noexcept {
+    const auto ns = static_cast<std::uint32_t>(std::min<std::int64_t>(max.count() < 0 ? 0 : max.count(), UINT32_MAX));
+    push_spin_.set_max_ns(ns);
+    pop_spin_.set_max_ns(ns);
   }
+
+  /// -- one producer / one consumer (see the header comment) --
+  /// Takes the producer lock for this handle until release_producer(): pushes through this handle
+  /// then make no locked instruction. Call from the thread that pushes (the lock is robust per
+  /// thread). ok, timed_out, not_recoverable or corrupt (a dead holder's state failed repair).
+  /// While claimed, other handles' pushes wait, and close() through another handle waits for the
+  /// release (no push may commit after close() returns): close through the claiming handle.
+  [[nodiscard]] QueueStatus claim_producer(sys::Deadline deadline = sys::kNoDeadline) noexcept {
+    return claim(Side::producer, deadline);
+  }
+  void release_producer() noexcept { release(Side::producer); }
+  [[nodiscard]] QueueStatus claim_consumer(sys::Deadline deadline = sys::kNoDeadline) noexcept {
+    return claim(Side::consumer, deadline);
+  }
+  void release_consumer() noexcept { release(Side::consumer); }
 
  private:
   enum class Side { producer, consumer };
   QueueStatus lock_side(Side side, bool try_only, sys::Deadline deadline) noexcept;
+  QueueStatus enter(Side side, bool try_only, sys::Deadline deadline) noexcept;  // lock unless claimed
+  void leave(Side side) noexcept;                                                 // unlock unless claimed
+  QueueStatus claim(Side side, sys::Deadline deadline) noexcept;
+  void release(Side side) noexcept;
+  bool& claimed(Side side) noexcept { return side == Side::producer ? claimed_producer_ : claimed_consumer_; }
   QueueStatus lock_side_slow(Side side, LockResult r) noexcept;  // owner death, timeouts, busy
   void unlock_side(Side side) noexcept;
   bool repair_producer() noexcept;
@@ -263,8 +281,10 @@ class Queue {
   std::uint64_t capacity_ = 0;  // local copy: never trusted from shared memory after attach
   std::uint32_t max_message_ = 0;
   std::span<std::byte> receipt_region_;
-  AdaptiveSpin push_spin_;
-  AdaptiveSpin pop_spin_;
+  SpinPolicy push_spin_;
+  SpinPolicy pop_spin_;
+  bool claimed_producer_ = false;  // this handle holds producer_lock between operations
+  bool claimed_consumer_ = false;
   std::uint64_t wake_threshold_ = 0;  // free bytes at which a consumer wakes sleeping producers
   /// A lower bound of head seen by this handle, read and written only under the producer lock
   /// (atomic only so that copying a handle is not a data race).
