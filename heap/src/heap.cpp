@@ -431,7 +431,7 @@ HeapStatus Heap::disown(void* p) noexcept {
   if (word_state(w) != st_owned || me < 0 || word_owner(w) != static_cast<u64>(me)) return HeapStatus::corrupt;
   // acq_rel: the owned-block CAS protocol (see deallocate); this process is alive, so no
   // reclaim_dead competes for the block, but a buggy double disown/free loses here.
-  if (!e.word(ch).compare_exchange_strong(w, make_word(ch, word_size(w), st_used), std::memory_order_acq_rel))
+  if (!e.word(ch).compare_exchange_strong(w, e.make_word(ch, word_size(w), st_used), std::memory_order_acq_rel))
     return HeapStatus::corrupt;
   return HeapStatus::ok;
 }
