@@ -34,9 +34,12 @@ struct TlsEntry {
   std::uint64_t gen;
 };
 // This thread's cache slots, most recently used first (the hot paths read t_cache[0] only).
-// constinit + initial-exec: an access is one TLS-relative load, with no initialisation wrapper.
+// constinit: no initialisation wrapper. No tls_model("initial-exec"): one initial-exec variable makes
+// a module's whole TLS block static, and a module loaded with dlopen() (the Python extension) then
+// does not fit glibc's static TLS surplus (see tls_thread_state in lock.hpp); in a program linked
+// with the static libraries the linker relaxes the access to one TLS-relative load anyway.
 inline constexpr int kTlsEntries = 4;
-inline constinit thread_local TlsEntry t_cache[kTlsEntries] __attribute__((tls_model("initial-exec"))) = {};
+inline constinit thread_local TlsEntry t_cache[kTlsEntries] = {};
 
 // Per-process state of one attached heap (owner index, slots claimed by this process's threads).
 struct ProcState {

@@ -212,9 +212,12 @@ struct ThreadState {
   PrivateAnchor tail;     // linked only in the second layout (see THE CHAIN)
   void** chain[kMaxChain];  // the shmkit entries, oldest first (INVARIANT7)
 };
-/// initial-exec: one %fs-relative load on the fast path, no __tls_get_addr call. (If shmkit is ever
-/// built as a shared library that programs dlopen(), this needs the static TLS surplus glibc keeps.)
-inline constinit thread_local ThreadState tls_thread_state __attribute__((tls_model("initial-exec"))) = {};
+/// No tls_model attribute, on purpose: ThreadState is over 2 KiB (chain[]), more than the static TLS
+/// surplus glibc keeps for modules loaded with dlopen() (the Python extension failed to import with
+/// "cannot allocate memory in static TLS block" under initial-exec). In a program linked with the
+/// static libraries the linker relaxes the access to one %fs-relative load anyway; only a shared
+/// module pays __tls_get_addr.
+inline constinit thread_local ThreadState tls_thread_state = {};
 
 /// Fills tls_thread_state (gettid, get_robust_list, checks futex_offset, links the anchor); aborts
 /// with a message if glibc's robust list is unusable (then no lock could be robust, and silently
