@@ -190,7 +190,8 @@ void BM_raw_process_vm_readv(benchmark::State& state) {
     return 0;
   });
   std::uintptr_t addr = 0;
-  if (recv_exact(partner.sock, &addr, sizeof addr, Deadline::after(std::chrono::seconds(10))) != 0)
+  const auto deadline = transport::Deadline::after(std::chrono::seconds(10));
+  if (recv_exact(partner.sock, &addr, sizeof addr, deadline) != 0)
     return state.SkipWithError("no address");
   std::vector<std::uint8_t> buf(kSize);
   iovec local{buf.data(), kSize};
@@ -222,7 +223,7 @@ void BM_raw_splice(benchmark::State& state) {
       if (got == -EAGAIN) continue;
       if (got != 1) break;
       loff_t off = 0;
-      if (pipe.move(m.fd, &off, s, nullptr, kSize, Deadline::after(std::chrono::seconds(10))) !=
+      if (pipe.move(m.fd, &off, s, nullptr, kSize, transport::Deadline::after(std::chrono::seconds(10))) !=
           static_cast<ssize_t>(kSize))
         return 1;
     }

@@ -17,7 +17,10 @@ function(shmkit_module name)
   endif()
   add_library(shmkit_${name} ${_srcs})
   add_library(shmkit::${name} ALIAS shmkit_${name})
-  set_target_properties(shmkit_${name} PROPERTIES EXPORT_NAME ${name} OUTPUT_NAME shmkit_${name})
+  # Before 1.0 the ABI (and the layout in shared memory) may change with each minor version, so
+  # the soname carries major.minor, as the package's version check does (SameMinorVersion).
+  set_target_properties(shmkit_${name} PROPERTIES EXPORT_NAME ${name} OUTPUT_NAME shmkit_${name}
+                        VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR})
   target_include_directories(shmkit_${name} PUBLIC
     $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include>
     $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)

@@ -228,7 +228,7 @@ Heap::Heap(Segment& seg, HeapControl* ctl)
     : ctl_(ctl),
       base_(seg.base()),
       capacity_(seg.capacity()),
-      fd_(static_cast<int>(sys::check(sys::dup_cloexec(seg.fd()), "Heap::attach: segment " + seg.name() + ": dup its descriptor"))),
+      fd_(static_cast<int>(sys::check(sys::dup_fd(seg.fd(), /*cloexec=*/true), "Heap::attach: segment " + seg.name() + ": dup its descriptor"))),
       name_(seg.name()),
       key_(ctl->check_key),
       arena_begin_(ctl->arena_begin),

@@ -4,7 +4,7 @@
 ///   locks         <shmkit/locks/*.hpp>            Lock, RLock, Condition, Semaphore (owner-death safe)
 ///   heap          <shmkit/heap/*.hpp>             Heap, Allocator<T>, named objects
 ///   transports    <shmkit/transport/*.hpp>        remote memory: wire format, agent, socket / vm / io_uring
-///   channels      <shmkit/channels/*.hpp>         shmkit::Queue, shmkit::Channel, shmkit::WorkerPool
+///   channels      <shmkit/channels/*.hpp>         shmkit::Queue, shmkit::Channel, shmkit::WorkerPool, Publisher/Subscriber
 #pragma once
 
 #include "shmkit/sys/error.hpp"
@@ -33,4 +33,5 @@
 
 #include "shmkit/channels/channel.hpp"
 #include "shmkit/channels/pool.hpp"
+#include "shmkit/channels/pubsub.hpp"
 #include "shmkit/channels/queue.hpp"

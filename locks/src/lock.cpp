@@ -8,9 +8,10 @@
 #include <cstdlib>
 #include <string>
 
+#include "shmkit/sys/debug_assert.hpp"
 #include "shmkit/sys/log.hpp"
 #include "shmkit/sys/syscall.hpp"
-#include "shmkit/sys/thread_probe.hpp"
+#include "shmkit/sys/thread.hpp"
 
 namespace shmkit {
 
@@ -184,6 +185,9 @@ ThreadState& init_thread_state() noexcept {
 
 LockResult RobustCore::acquire_slow(ThreadState& ts, sys::Deadline deadline, bool try_only) noexcept {
   RobustListHead* h = ts.head;
+  // The cached thread state is this thread's: a fork child forgets the parent's
+  // (reset_thread_state_in_child), so the tid that goes into the word is the caller's own.
+  SHMKIT_ASSERT_INTERNAL(h != nullptr && ts.tid == static_cast<std::uint32_t>(sys::gettid()));
   // Keep list_op_pending on this lock for the whole slow path, sleeping included: if this thread
   // dies after an unlock woke it but before it took the lock, the kernel sees a pending op on a
   // word with no owner and wakes the next waiter (handle_futex_death's pending_op case), so the

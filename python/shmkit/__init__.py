@@ -20,14 +20,14 @@ import pickle as _pickle
 
 from . import _shmkit, pickling as _pickling
 from ._shmkit import Condition, Lock, PopReceipt, Queue, RLock, Segment, SharedArray
-from .errors import (AddressInUse, AlreadyExists, Closed, Corrupt, Error, InvalidArgument, NotASegment,
+from .errors import (AddressInUse, AlreadyExists, BadMagic, Closed, Corrupt, Error, InvalidArgument, NotASegment,
                      NotFound, NotRecoverable, OutOfMemory, OwnerDied, PeerClosed, PermissionDenied,
                      ProtocolError, Timeout, Unsupported, VersionMismatch, WorkerDied)
 from .pool import Task, WorkerPool
 
 __all__ = [
     "Segment", "Lock", "RLock", "Condition", "Queue", "PopReceipt", "SharedArray", "WorkerPool", "Task",
-    "Error", "InvalidArgument", "NotFound", "AlreadyExists", "NotASegment", "VersionMismatch", "Corrupt",
+    "Error", "InvalidArgument", "NotFound", "AlreadyExists", "NotASegment", "BadMagic", "VersionMismatch", "Corrupt",
     "AddressInUse", "OutOfMemory", "OwnerDied", "NotRecoverable", "Timeout", "PermissionDenied",
     "PeerClosed", "ProtocolError", "Unsupported", "Closed", "WorkerDied",
 ]

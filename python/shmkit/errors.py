@@ -32,6 +32,12 @@ class NotASegment(Error):
     code = "not_a_segment"
 
 
+class BadMagic(Error):
+    """The memory given does not hold the object asked for (a Queue, a Channel)."""
+
+    code = "bad_magic"
+
+
 class VersionMismatch(Error):
     code = "version_mismatch"
 

@@ -18,6 +18,7 @@ const char* class_for(Errc code) noexcept {
     case Errc::not_found: return "NotFound";
     case Errc::already_exists: return "AlreadyExists";
     case Errc::not_a_segment: return "NotASegment";
+    case Errc::bad_magic: return "BadMagic";
     case Errc::version_mismatch: return "VersionMismatch";
     case Errc::corrupt: return "Corrupt";
     case Errc::address_in_use: return "AddressInUse";

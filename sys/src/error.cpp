@@ -53,4 +53,9 @@ void throw_errno(const std::string& what, int err) {
   throw Error(errc_from_errno(err), what + ": " + std::strerror(err), err);
 }
 
+long sys::check(long r, const std::string& what) {
+  if (r < 0) throw_errno(what, static_cast<int>(-r));
+  return r;
+}
+
 }  // namespace shmkit

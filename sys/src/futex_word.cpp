@@ -1,5 +1,7 @@
 #include "shmkit/sys/futex_word.hpp"
 
+#include "shmkit/sys/debug_assert.hpp"
+
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -20,6 +22,9 @@ timespec to_timespec(Deadline deadline) noexcept {
 
 long futex_raw(std::atomic<std::uint32_t>& word, int op, std::uint32_t val, const timespec* timeout,
                std::uint32_t* uaddr2, std::uint32_t val3) noexcept {
+  // Every word is process-shared (the header's rule): a private futex op on one would key the
+  // waiters by this process's address only, and a waiter in another process would never wake.
+  SHMKIT_ASSERT_INTERNAL((op & FUTEX_PRIVATE_FLAG) == 0);
   long r = ::syscall(SYS_futex, futex_address(word), op, val, timeout, uaddr2, val3);
   return r >= 0 ? r : -errno;
 }
@@ -71,6 +76,7 @@ FutexWaitAnyResult futex_wait_any(const FutexWaitItem* items, unsigned n, Deadli
 }
 
 int futex_wake(std::atomic<std::uint32_t>& word, int count) noexcept {
+  SHMKIT_ASSERT_INTERNAL(count > 0);  // a wake of nobody is a caller's bug, not a no-op to hide
   long r = futex_raw(word, FUTEX_WAKE, static_cast<std::uint32_t>(count), nullptr, nullptr, 0);
   if (r < 0) {
     std::fprintf(stderr, "shmkit: futex_wake failed with errno %ld\n", -r);

@@ -18,6 +18,7 @@
 #include "shmkit/shm/segment.hpp"
 #include "shmkit/sys/error.hpp"
 #include "shmkit/sys/stream_io.hpp"
+#include "test_syscalls.hpp"
 #include "testing.hpp"
 
 namespace shmkit {
@@ -129,7 +130,7 @@ TEST(HostileOwnership, AdoptAndReceiveFromAcceptAnotherUsersSegmentFile) {
   // A process of another user creates its segment and sends its descriptor.
   testing::Child sender([&] {
     ::close(sv[0]);
-    if (sys::setresgid(other, other, other) != 0 || sys::setresuid(other, other, other) != 0) return 1;
+    if (testing::setresgid(other, other, other) != 0 || testing::setresuid(other, other, other) != 0) return 1;
     SegmentOptions o;
     o.attach = false;
     Segment s = Segment::create(name.name(), 1 << 20, o);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "memory_agent_fixture.hpp"
+#include "test_syscalls.hpp"
 #include "shmkit/transport/connect_memory.hpp"
 
 namespace shmkit::transport {
@@ -37,7 +38,9 @@ int refused_client(int fd, int second_fd) {
   if (::geteuid() == 0) {
     // Root has CAP_SYS_PTRACE, which overrides both uid checks and non-dumpability: become
     // another user (dropping every capability) so the kernel refuses like for an ordinary user.
-    if (sys::setresgid(65534, 65534, 65534) != 0 || sys::setresuid(65534, 65534, 65534) != 0) return 10;
+    if (::shmkit::testing::setresgid(65534, 65534, 65534) != 0 ||
+        ::shmkit::testing::setresuid(65534, 65534, 65534) != 0)
+      return 10;
   }
   Connection c = connect_memory(fd);
   if (c.transport->kind() != "socket") return 11;

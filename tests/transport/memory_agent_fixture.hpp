@@ -32,6 +32,7 @@
 #include "shmkit/sys/syscall.hpp"
 #include "shmkit/transport/agent.hpp"
 #include "shmkit/transport/frame_io.hpp"
+#include "test_syscalls.hpp"
 #include "testing.hpp"
 
 namespace shmkit::transport::testing {
@@ -91,7 +92,7 @@ inline void* map_or_throw(std::size_t len, int fd) {
 
 // The agent process body. Returns the exit code.
 inline int run_test_agent(int control_fd, const AgentConfig& cfg) {
-  if (!cfg.dumpable) sys::check(sys::set_dumpable(false), "prctl(PR_SET_DUMPABLE, 0)");
+  if (!cfg.dumpable) sys::check(::shmkit::testing::set_dumpable(false), "prctl(PR_SET_DUMPABLE, 0)");
   std::optional<Segment> seg;
   int mem_fd = -1;
   std::uint8_t* rw = nullptr;
@@ -102,7 +103,7 @@ inline int run_test_agent(int control_fd, const AgentConfig& cfg) {
     mem_fd = seg->fd();
     file_offset = kSegmentWindowOffset;
   } else {
-    mem_fd = cfg.backing == "secret" ? sys::memfd_secret(0) : sys::memfd_create("shmkit-test-rw", MFD_CLOEXEC);
+    mem_fd = cfg.backing == "secret" ? ::shmkit::testing::memfd_secret(0) : sys::memfd_create("shmkit-test-rw", MFD_CLOEXEC);
     sys::check(mem_fd, "test agent: memfd");
     sys::check(sys::ftruncate(mem_fd, static_cast<off_t>(kRwSize)), "test agent: ftruncate");
     rw = static_cast<std::uint8_t*>(map_or_throw(kRwSize, mem_fd));

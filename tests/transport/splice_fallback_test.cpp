@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "memory_agent_fixture.hpp"
+#include "test_syscalls.hpp"
 #include "shmkit/transport/socket_transport.hpp"
 
 namespace shmkit::transport {
@@ -34,7 +35,7 @@ void check_pattern(SocketTransport& t, std::uint64_t off, std::size_t len) {
 }
 
 TEST(SpliceFallback, UnspliceableFileIsServedWithCopies) {
-  int probe = sys::memfd_secret(0);
+  int probe = ::shmkit::testing::memfd_secret(0);
   if (probe == -ENOSYS) GTEST_SKIP() << "kernel without memfd_secret";
   ASSERT_GE(probe, 0);
   (void)sys::close(probe);

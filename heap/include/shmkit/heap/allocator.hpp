@@ -9,6 +9,9 @@
 ///  * OffsetAllocator<T>  — pointer type boost::interprocess::offset_ptr<T>, for processes that had
 ///                          to relocate: Boost.Interprocess containers (boost::interprocess::vector,
 ///                          map, basic_string...) accept it and store only self-relative offsets.
+///  * String              — std::basic_string over Allocator<char>: text in the segment (a struct
+///                          stored in a shared container holds a String, never a std::string,
+///                          whose characters would be in one process's private heap).
 ///  * HeapResource        — a std::pmr::memory_resource over a Heap (a process-local object: it has
 ///                          a vtable, so a pmr container using it is usable from this process only).
 ///
@@ -22,6 +25,7 @@
 #include <limits>
 #include <memory_resource>
 #include <new>
+#include <string>
 #include <type_traits>
 
 #include "shmkit/heap/heap.hpp"
@@ -71,6 +75,10 @@ class Allocator {
  private:
   HeapControl* control_;  // a home address: valid in every process mapped at home
 };
+
+/// Characters in the segment, for processes mapped at home (like every Allocator<T> container).
+/// Construct one with the heap's allocator: String(text, Allocator<char>(heap)).
+using String = std::basic_string<char, std::char_traits<char>, Allocator<char>>;
 
 template <class T>
 class OffsetAllocator {

@@ -28,11 +28,9 @@
 /// * FUTEX_LOCK_PI / FUTEX_UNLOCK_PI would also give owner-death handling (through the same list,
 ///   with bit 0 set in the entry), but a PI futex hands the lock directly to the top sleeping waiter
 ///   on every contended unlock: no lock stealing, so two processes incrementing a counter under the
-///   lock pay a sleep, a wake-up and a context switch per hand-off (a lock convoy). Measured on this
-///   machine with the lock_contended_2proc workload (2 forked processes, both really running under
-///   `chrt -f 10`): a FUTEX_LOCK_PI/UNLOCK_PI lock 2800-3400 ns per increment, this design 6-9 ns,
-///   boost_mutex 30-40 ns. Priority inheritance buys nothing for
-///   SCHED_OTHER processes, and a PI condition variable would need FUTEX_WAIT_REQUEUE_PI. So: plain
+///   lock pay a sleep, a wake-up and a context switch per hand-off (a lock convoy: hundreds of
+///   times slower than this design under contention; figures in docs/PERFORMANCE_NOTES.md).
+///   Priority inheritance buys nothing for SCHED_OTHER processes, and a PI condition variable would need FUTEX_WAIT_REQUEUE_PI. So: plain
 ///   futex words with FUTEX_WAIT/FUTEX_WAKE, robust through the list.
 ///
 /// THE LOCK WORD (offset 0, 32 bits; the kernel reads and writes it)

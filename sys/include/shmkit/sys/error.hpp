@@ -57,4 +57,10 @@ Errc errc_from_errno(int err) noexcept;
 /// Throws Error{errc_from_errno(err), what + ": " + strerror(err), err}.
 [[noreturn]] void throw_errno(const std::string& what, int err);
 
+namespace sys {
+/// Set-up helper for the syscall layer's results: returns r when r >= 0, else throws
+/// shmkit::Error naming `what` and the errno (-r).
+long check(long r, const std::string& what);
+}  // namespace sys
+
 }  // namespace shmkit

@@ -1,10 +1,12 @@
 /// Process control for code that forks and supervises children (the worker pool, channel and queue
-/// tests, two-process benchmarks): fork, waitpid, kill, the parent-death signal, getppid, and a
-/// CPU pause for bounded spins. Each wrapper follows syscall.hpp's convention: noexcept, the
-/// kernel's result or -errno, EINTR retried where restartable.
+/// tests, two-process benchmarks): fork, waitpid, kill, exec, the parent-death signal, getppid.
+/// Each wrapper follows the syscall layer's convention: noexcept, the kernel's result or -errno,
+/// EINTR retried where restartable.
 #pragma once
 
 #include <sys/types.h>
+
+#include "shmkit/sys/cpu.hpp"  // cpu_relax, which callers of this header used to find here
 
 namespace shmkit::sys {
 
@@ -32,15 +34,5 @@ pid_t getpid() noexcept;
 /// Leaves the process immediately without running atexit handlers or flushing stdio: what a forked
 /// child must use so it does not run the parent's destructors (GoogleTest, benchmark state).
 [[noreturn]] void exit_now(int code) noexcept;
-
-/// One spin-wait hint to the CPU (x86 PAUSE): lets the sibling hyperthread run and saves power
-/// while a bounded spin polls a word another process will change.
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
-}
 
 }  // namespace shmkit::sys

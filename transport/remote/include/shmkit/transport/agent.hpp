@@ -48,19 +48,17 @@ struct AgentOptions {
   std::uint32_t max_message = wire::kDefaultMaxMessage;
   bool zero_copy = true;                      // splice from/to window fds
   /// The splice pipe. 1 MiB (the default pipe-max-size) moves a 1 MiB reply in one fill and one
-  /// or two drains; measured on transport_read_1MiB, 256 KiB costs ~5% more CPU per MiB (four
-  /// rounds of syscalls) and 4 MiB ~20% more.
+  /// or two drains; smaller pipes cost more rounds of system calls, bigger ones more CPU per MiB
+  /// (docs/PERFORMANCE_NOTES.md).
   std::size_t pipe_capacity = std::size_t{1} << 20;
   std::chrono::milliseconds io_timeout{5000};  // bound on any wait inside one request
   int socket_buffer = 4 << 20;                // SO_SNDBUF/SO_RCVBUF for client sockets; 0: default
   /// run()/start(): after serving a request, keep polling (yielding the CPU to any other runnable
-  /// task between polls) for this long before blocking in poll(). A blocking wake-up costs ~5 us
-  /// on a busy machine and ~25 us on an idle one (a halted vCPU); a client that reads a big range
-  /// request by request, or sends its next batch right after the replies, finds the agent awake.
-  /// Measured at load ~2.5 (transport_read_*): 0 -> 50 us took 64-byte batches of 32 from ~85 to
-  /// ~30 us and 1 MiB socket reads from ~170 to ~120 us. Costs at most this much CPU per request
-  /// when no next request comes; longer spins (100 us, with the client spinning too) were up to
-  /// 2x slower at load 7, when the spin takes CPU time the clients need. 0: block at once.
+  /// task between polls) for this long before blocking in poll(), so that a client that reads a
+  /// big range request by request, or sends its next batch right after the replies, finds the
+  /// agent awake instead of paying a wake-up (longest on an idle machine's halted vCPU). Costs at
+  /// most this much CPU per request when no next request comes; longer spins lose under load,
+  /// when the spin takes CPU time the clients need (docs/PERFORMANCE_NOTES.md). 0: block at once.
   std::chrono::microseconds spin{50};
 };
 

@@ -29,8 +29,7 @@ namespace shmkit::transport {
 
 /// recv_exact that first spins: receives with MSG_DONTWAIT while bytes keep arriving, and polls
 /// without sleeping for up to `spin` after the last progress, before falling back to blocking
-/// waits. A reply that is on its way is then taken without a sleep and wake-up (~5-25 us each
-/// on a virtual CPU); `spin` bounds the CPU spent when it is not.
+/// waits. A reply that is on its way is then taken without a sleep and wake-up; `spin` bounds the CPU spent when it is not.
 [[nodiscard]] int recv_exact_spin(int fd, void* p, std::size_t len, Deadline deadline,
                                   std::chrono::microseconds spin) noexcept;
 

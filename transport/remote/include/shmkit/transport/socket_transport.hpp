@@ -30,8 +30,8 @@ struct SocketTransportOptions {
   /// Replies are received spinning (MSG_DONTWAIT, yielding the CPU between tries) for up to this
   /// long after the last byte came before the transport sleeps (frame_io.hpp recv_exact_spin): a
   /// reply on its way then costs no wake-up on an idle machine. Off by default: on a loaded
-  /// 2-CPU machine the spin takes CPU time the agent needs (100 us measured up to 2x slower at
-  /// load 7), and the agent's own spin (AgentOptions::spin) already removes its wake-up.
+  /// 2-CPU machine the spin takes CPU time the agent needs (docs/PERFORMANCE_NOTES.md), and the
+  /// agent's own spin (AgentOptions::spin) already removes its wake-up.
   std::chrono::microseconds spin{0};
 };
 

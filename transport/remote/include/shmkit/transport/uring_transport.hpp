@@ -65,16 +65,15 @@ struct UringTransportOptions {
   unsigned ring_entries = 64;
   std::size_t arena_bytes = std::size_t{32} << 20;
   std::size_t chunk = std::size_t{512} << 10;  // bytes per wire request (<= 1 MiB): a 1 MiB read
-                                               /// is 2 requests in flight (measured best of 128 KiB..1 MiB)
+                                               /// is 2 requests in flight (docs/PERFORMANCE_NOTES.md)
   unsigned max_chunks = 4096;                  // wire requests in flight at once
   bool fixed_buffers = true;                   // register the arena with the ring
   /// wait(): peek the completion queue (yielding the CPU to any other runnable task between
   /// peeks) this long before sleeping in io_uring_enter, as the Agent does before it blocks
-  /// (AgentOptions::spin): a reply on its way then costs no wake-up (~25 us on an idle VM).
-  /// Measured near idle, 50 us: transport_read_1MiB/uring 96/110 -> 94/87 us, qd32 27 -> 21 us
-  /// per 32. But OFF by default: with both CPUs busy compiling, 50 us made the 1 MiB read
-  /// 1.1-2.2 ms and a qd32 batch 0.16-2 ms (the spinner, having yielded, waits for the compiler's
-  /// time slice to end; a sleeper is woken ahead of it). 0: sleep at once.
+  /// (AgentOptions::spin): a reply on its way then costs no wake-up. OFF by default: near idle it
+  /// gains a little, but with the CPUs busy it is catastrophic (the spinner, having yielded, waits
+  /// for the other task's time slice to end; a sleeper is woken ahead of it; figures in
+  /// docs/PERFORMANCE_NOTES.md). 0: sleep at once.
   std::chrono::microseconds spin{0};
 };
 

@@ -1,6 +1,4 @@
-#include "shmkit/sys/sched.hpp"
-
-#include <sched.h>
+#include "shmkit/sys/cpu.hpp"
 
 #include <cerrno>
 
