@@ -61,6 +61,7 @@ int ofd_lock_conflicts(int fd, short type, off_t start, off_t len) noexcept {
   return fl.l_type == F_UNLCK ? 0 : 1;
 }
 int add_seals(int fd, int seals) noexcept { return retry([&] { return ::fcntl(fd, F_ADD_SEALS, seals); }); }
+int get_seals(int fd) noexcept { return retry([&] { return ::fcntl(fd, F_GET_SEALS); }); }
 
 ssize_t pread(int fd, void* buf, std::size_t len, off_t offset) noexcept {
   return retry([&] { return ::pread(fd, buf, len, offset); });

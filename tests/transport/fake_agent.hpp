@@ -13,6 +13,7 @@
 
 #include "memory_agent_fixture.hpp"
 #include "shmkit/transport/memory_protocol.hpp"
+#include "shmkit/transport/vm_lease.hpp"
 
 namespace shmkit::transport::testing {
 
@@ -31,6 +32,7 @@ struct FakeAgent {
   std::size_t stall_after = SIZE_MAX;
   int resume_fd = -1;
   std::uint8_t fill = 0xAB;      // the bytes of every Read reply
+  bool grants_lease = true;      // false: an agent from before vm leases (memproto::ids::lease)
 };
 
 // Answers one client the way an agent would, with `fake`'s lies; then waits for the client to hang
@@ -44,6 +46,7 @@ inline int serve_fake_agent(int fd, const FakeAgent& fake) {
   mine.pid = fake.claimed_pid;
   if (fake.memory_agent) {
     mine.ids = {mp::ids::windows, mp::ids::read, mp::ids::write};
+    if (fake.grants_lease) mine.ids.push_back(mp::ids::lease);
     char cookie[80];
     std::snprintf(cookie, sizeof cookie, "vm-cookie=%llx:%llx",
                   static_cast<unsigned long long>(reinterpret_cast<std::uintptr_t>(&g_cookie)),
@@ -54,12 +57,19 @@ inline int serve_fake_agent(int fd, const FakeAgent& fake) {
   }
   const std::uint32_t n = wire::encode_hello(buf, h.tag, mine);
   if (n == 0 || send_all(fd, buf.data(), n, deadline()) < 0) return 4;
+  const mp::WindowDesc w{reinterpret_cast<std::uintptr_t>(g_window.data()), g_window.size(),
+                         mp::access_read | mp::access_write, 0};
+  LeaseMapping lease;  // the vm client's, kept while it is connected
   for (;;) {
     const long p = recv_frame(fd, h, buf, wire::kDefaultMaxMessage, deadline());
     if (p < 0) return 0;  // the client hung up
-    if (h.id == mp::ids::windows) {
-      const mp::WindowDesc w{reinterpret_cast<std::uintptr_t>(g_window.data()), g_window.size(),
-                             mp::access_read | mp::access_write, 0};
+    if (h.id == mp::ids::lease) {
+      int lease_fd = -1;
+      lease = LeaseMapping::create(std::span<const mp::WindowDesc>(&w, 1), &lease_fd);
+      const int r = send_lease(fd, h.tag, lease_fd, deadline());
+      (void)sys::close(lease_fd);
+      if (r < 0) return 8;
+    } else if (h.id == mp::ids::windows) {
       wire::Writer wr(buf);
       wr.begin(mp::ids::windows, h.tag);
       wr.slice(std::span<const mp::WindowDesc>(&w, 1));

@@ -11,8 +11,11 @@
 // Byte i of window w starts as pattern(w, i).
 //
 // Control socket protocol (test -> agent): a message carrying a descriptor (sys::send_fd) adds it
-// as a client; a plain byte asks for the agent's AgentStats (sent back as raw bytes); EOF stops
-// the agent and the process exits 0.
+// as a client; a command is three plain bytes {any, command, window}:
+//   'S'  the agent's AgentStats, sent back as raw bytes;
+//   'U'  unexport_window(window), then fill it with kCanary; replies one byte once both are done;
+//   'C'  replies 1 when every byte of the window is still kCanary, else 0;
+// EOF stops the agent and the process exits 0.
 #pragma once
 
 #include <fcntl.h>
@@ -43,6 +46,8 @@ inline constexpr std::size_t kAnonSize = std::size_t{2} << 20;
 // Window 0 of the "segment" backing starts here in the segment (past its header), so the agent's
 // file offsets are not the window's offsets.
 inline constexpr std::size_t kSegmentWindowOffset = std::size_t{64} << 10;
+
+inline constexpr std::uint8_t kCanary = 0xC5;
 
 inline std::uint8_t pattern(unsigned window, std::uint64_t i) {
   std::uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull + window * 0x632BE59BD9B4E019ull;
@@ -127,13 +132,35 @@ inline int run_test_agent(int control_fd, const AgentConfig& cfg) {
   agent.export_window({ro, kRoSize, false, -1, 0});
   agent.export_window({anon, kAnonSize, true, -1, 0});
   agent.start();
+  std::uint8_t* const window_base[3] = {rw, ro, anon};
+  const std::size_t window_size[3] = {kRwSize, kRoSize, kAnonSize};
+  const auto reply = [&](const void* p, std::size_t n) {
+    return send_all(control_fd, p, n, Deadline::after(std::chrono::seconds(5))) == 0;
+  };
   for (;;) {
     int fd = sys::recv_fd(control_fd);
     if (fd >= 0) {
       agent.add_client(fd);
     } else if (fd == -EPROTO) {
-      AgentStats st = agent.stats();
-      if (send_all(control_fd, &st, sizeof st, Deadline::after(std::chrono::seconds(5))) < 0) break;
+      std::uint8_t cmd[2];
+      if (recv_exact(control_fd, cmd, sizeof cmd, Deadline::after(std::chrono::seconds(5))) < 0 || cmd[1] > 2) break;
+      std::uint8_t* const base = window_base[cmd[1]];
+      const std::size_t size = window_size[cmd[1]];
+      if (cmd[0] == 'S') {
+        AgentStats st = agent.stats();
+        if (!reply(&st, sizeof st)) break;
+      } else if (cmd[0] == 'U') {
+        const std::uint8_t found = agent.unexport_window(base) ? 1 : 0;
+        // The owner's right after unexport_window() returns: the memory is its own again.
+        std::memset(base, kCanary, size);
+        if (!reply(&found, 1)) break;
+      } else if (cmd[0] == 'C') {
+        std::uint8_t intact = 1;
+        for (std::size_t i = 0; i < size; ++i) intact &= base[i] == kCanary ? 1 : 0;
+        if (!reply(&intact, 1)) break;
+      } else {
+        break;
+      }
     } else {
       break;  // EOF (-EPIPE) or error: the test is done with us
     }
@@ -194,12 +221,16 @@ class AgentProcess {
     return sv[0];
   }
   AgentStats stats() {
-    char b = 'S';
-    sys::check(sys::write(control_, &b, 1), "ask agent stats");
+    command('S', 0);
     AgentStats st{};
     sys::check(recv_exact(control_, &st, sizeof st, Deadline::after(std::chrono::seconds(5))), "agent stats");
     return st;
   }
+  // The agent's unexport_window() of window `w` (then it fills the window with kCanary). True when
+  // the agent had that window; returns after unexport_window() has returned in the agent.
+  bool unexport(unsigned w) { return command_reply('U', w) == 1; }
+  // True when window `w` still holds only kCanary bytes.
+  bool canary_intact(unsigned w) { return command_reply('C', w) == 1; }
   // Stops the agent and returns its exit code.
   int finish() {
     (void)sys::close(control_);
@@ -210,6 +241,16 @@ class AgentProcess {
   pid_t pid() const { return child_->pid(); }
 
  private:
+  void command(char c, unsigned w) {
+    const std::uint8_t msg[3] = {0, static_cast<std::uint8_t>(c), static_cast<std::uint8_t>(w)};
+    sys::check(send_all(control_, msg, sizeof msg, Deadline::after(std::chrono::seconds(5))), "test agent command");
+  }
+  std::uint8_t command_reply(char c, unsigned w) {
+    command(c, w);
+    std::uint8_t r = 0;
+    sys::check(recv_exact(control_, &r, 1, Deadline::after(std::chrono::seconds(30))), "test agent reply");
+    return r;
+  }
   int control_ = -1;
   std::optional<shmkit::testing::Child> child_;
 };

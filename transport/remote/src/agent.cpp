@@ -24,6 +24,7 @@
 #include "shmkit/transport/frame_io.hpp"
 #include "shmkit/transport/memory_protocol.hpp"
 #include "shmkit/transport/splice_pipe.hpp"
+#include "shmkit/transport/vm_lease.hpp"
 
 namespace shmkit::transport {
 
@@ -62,6 +63,9 @@ struct Client {
   // (or before any bigger reply, so the stream order is the request order).
   // INVARIANT4: out.size() <= kOutputBuffer.
   std::vector<std::byte> out;
+  // The client's vm lease (vm_lease.hpp), when it asked for one: unexport_window() revokes the
+  // window in it and waits for the client's transfers in flight.
+  LeaseMapping lease;
 
   std::size_t buffered() const noexcept { return in_end - in_beg; }
 };
@@ -107,7 +111,7 @@ struct Agent::Impl {
     if (cookie == 0) cookie = 1;
   }
   ~Impl() {
-    for (auto& c : clients) (void)sys::close(c.fd);
+    for (auto& c : clients) close_client(c);  // a leased client's transfers end first
     for (int fd : pending) (void)sys::close(fd);
     (void)sys::close(wake_r);
     (void)sys::close(wake_w);
@@ -248,7 +252,7 @@ struct Agent::Impl {
     wire::Hello mine;
     mine.max_message = opts.max_message;
     mine.pid = ::getpid();
-    mine.ids = {mp::ids::windows, mp::ids::read, mp::ids::write};
+    mine.ids = {mp::ids::windows, mp::ids::read, mp::ids::write, mp::ids::lease};
     mine.features = {"memory"};
     if (opts.zero_copy) mine.features.emplace_back("splice");
     char cookie_text[64];
@@ -264,11 +268,7 @@ struct Agent::Impl {
   void on_windows(Client& c, std::span<const std::byte> payload) {
     if (!payload.empty())
       return reject(c, c.header.tag, mp::ids::windows, EPROTO, "Windows request with a payload");
-    std::vector<mp::WindowDesc> descs;
-    descs.reserve(windows.size());
-    for (const auto& w : windows)
-      descs.push_back({w.address, w.length, mp::access_read | (w.writable ? mp::access_write : 0u),
-                       (w.fd >= 0 && opts.zero_copy && w.splice_ok) ? mp::window_zero_copy : 0u});
+    const std::vector<mp::WindowDesc> descs = window_descs();
     std::vector<std::byte> buf(wire::kHeaderSize + 4 + descs.size() * sizeof(mp::WindowDesc));
     if (buf.size() > c.max_message)
       return (void)send_error(c, c.header.tag, mp::ids::windows, E2BIG,
@@ -279,6 +279,54 @@ struct Agent::Impl {
     std::uint32_t n = w.finish();
     ++stats.requests;
     if (n == 0 || !reply(c, buf.data(), n)) c.closing = true;
+  }
+
+  std::vector<mp::WindowDesc> window_descs() const {
+    std::vector<mp::WindowDesc> descs;
+    descs.reserve(windows.size());
+    for (const auto& w : windows)
+      descs.push_back({w.address, w.length, mp::access_read | (w.writable ? mp::access_write : 0u),
+                       (w.fd >= 0 && opts.zero_copy && w.splice_ok) ? mp::window_zero_copy : 0u});
+    return descs;
+  }
+
+  void on_lease(Client& c, std::span<const std::byte> payload) {
+    if (!payload.empty())
+      return reject(c, c.header.tag, mp::ids::lease, EPROTO, "Lease request with a payload");
+    if (c.lease)
+      return (void)send_error(c, c.header.tag, mp::ids::lease, EALREADY, "this connection holds a lease already");
+    if (windows.size() > kLeaseMaxWindows)
+      return (void)send_error(c, c.header.tag, mp::ids::lease, E2BIG, "more windows than fit a lease page");
+    int fd = -1;
+    LeaseMapping lease;
+    try {
+      lease = LeaseMapping::create(window_descs(), &fd);
+    } catch (const Error& e) {  // out of descriptors or memory: this client does without vm
+      return (void)send_error(c, c.header.tag, mp::ids::lease, e.sys_errno() > 0 ? e.sys_errno() : ENOMEM, e.what());
+    }
+    if (!flush(c)) return (void)sys::close(fd);  // replies gathered before this one go first
+    const int r = send_lease(c.fd, c.header.tag, fd, io_deadline());
+    (void)sys::close(fd);  // the client has its own descriptor, the agent its mapping
+    ++stats.requests;
+    if (r < 0) return void(c.closing = true);
+    c.lease = std::move(lease);
+  }
+
+  // Revokes `address` in every leased client and waits until none has a transfer in flight
+  // (INVARIANT1 of vm_lease.hpp). A client still transferring after io_timeout is stuck or
+  // hostile: its connection is shut down, so every later call of its VmTransport is -EPIPE.
+  void revoke_in_leases(std::uint64_t address) {
+    for (auto& c : clients)
+      if (c.lease && c.lease.revoke(address)) wait_for_lease(c);
+  }
+  void wait_for_lease(Client& c) {
+    const int r = c.lease.wait_until_idle(c.fd, io_deadline());
+    if (r != -ETIMEDOUT) return;
+    log().error("agent: a vm client kept a transfer in flight for {} ms after its window was revoked; "
+                "shutting its connection down (a transfer still running may yet touch the window)",
+                opts.io_timeout.count());
+    (void)sys::shutdown(c.fd, SHUT_RDWR);
+    c.closing = true;
   }
 
   void on_read(Client& c, std::span<const std::byte> payload) {
@@ -413,6 +461,7 @@ struct Agent::Impl {
       case mp::ids::windows: return on_windows(c, payload);
       case mp::ids::read: return on_read(c, payload);
       case mp::ids::write: return on_write(c, payload);
+      case mp::ids::lease: return on_lease(c, payload);
       default: break;
     }
     // Unknown id: its payload was skipped; the connection stays usable.
@@ -445,6 +494,7 @@ struct Agent::Impl {
       case wire::ids::hello:
       case mp::ids::windows:
       case mp::ids::read:
+      case mp::ids::lease:
         if (plen > kMaxControlFrame - wire::kHeaderSize) {
           reject(c, h.tag, h.id, EMSGSIZE, "control frame over the agent's control limit");
           return false;
@@ -516,6 +566,14 @@ struct Agent::Impl {
   }
 
   void close_client(Client& c) {
+    if (c.lease) {
+      // Nothing of the lease is watched once the client is gone from the list, so its transfers
+      // end here: every window revoked, and the ones in flight waited for (INVARIANT1 of vm_lease.hpp).
+      c.lease.revoke_all();
+      if (c.lease.wait_until_idle(c.fd, io_deadline()) == -ETIMEDOUT)
+        log().error("agent: closing a vm client with a transfer still in flight after {} ms",
+                    opts.io_timeout.count());
+    }
     (void)sys::close(c.fd);
     c.fd = -1;
     ++stats.clients_closed;
@@ -579,8 +637,10 @@ void Agent::export_window(const ExportedWindow& ew) {
     throw Error(Errc::invalid_argument, "Agent::export_window: empty or wrapping window");
   std::lock_guard<std::mutex> g(impl_->mu);
   auto& ws = impl_->windows;
-  // Re-exporting the same start address replaces the window (a segment that grew).
-  std::erase_if(ws, [&](const Window& w) { return w.address == address; });
+  // Re-exporting the same start address replaces the window (a segment that grew); vm clients
+  // lose the old one as if it had been unexported.
+  if (std::erase_if(ws, [&](const Window& w) { return w.address == address; }) > 0)
+    impl_->revoke_in_leases(address);
   for (const auto& w : ws)
     if (address < w.address + w.length && w.address < address + ew.length)
       throw Error(Errc::invalid_argument, "Agent::export_window: window overlaps one already exported");
@@ -589,8 +649,12 @@ void Agent::export_window(const ExportedWindow& ew) {
 
 bool Agent::unexport_window(const void* address) {
   auto a = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(address));
+  // Holding mu: no socket request is being served (they are served under it), and the serving
+  // thread does not touch the client list.
   std::lock_guard<std::mutex> g(impl_->mu);
-  return std::erase_if(impl_->windows, [&](const Window& w) { return w.address == a; }) > 0;
+  if (std::erase_if(impl_->windows, [&](const Window& w) { return w.address == a; }) == 0) return false;
+  impl_->revoke_in_leases(a);
+  return true;
 }
 
 void Agent::add_client(int fd) {

@@ -7,9 +7,12 @@
 
 #include "shmkit/sys/error.hpp"
 #include "shmkit/sys/log.hpp"
+#include "shmkit/transport/vm_lease.hpp"
 #include "shmkit/transport/vm_transport.hpp"
 
 namespace shmkit::transport {
+
+namespace mp = memproto;
 
 namespace {
 // Parses "vm-cookie=ADDR:VALUE" (hex) from the agent's features.
@@ -68,11 +71,26 @@ Connection connect_memory(int fd, const ConnectOptions& opts) {
     else if (seen != cookie)
       why = "pid " + std::to_string(pid) + " does not hold the agent's cookie (another pid namespace?)";
   }
+  LeaseMapping lease;
+  std::vector<WindowDesc> ws;
   if (why.empty()) {
-    std::vector<WindowDesc> ws = sock->windows();
+    // Without a lease the agent could not keep unexport_window()'s promise towards this client.
+    std::string lease_why;
+    bool refused = false;
+    if (!sock->peer_hello().serves(mp::ids::lease)) {
+      why = "the agent grants no vm lease (an older agent)";
+    } else if (int r = request_lease(sock->fd(), sock->max_message(), Deadline::after(opts.socket.io_timeout),
+                                     lease, ws, lease_why, &refused);
+               r < 0) {
+      if (!refused)  // the stream is out of step: not even the socket transport can use it
+        throw Error(r == -ETIMEDOUT ? Errc::timed_out : Errc::protocol, "connect_memory: " + lease_why, -r);
+      why = "no vm lease: " + lease_why;
+    }
+  }
+  if (why.empty()) {
     std::string reason = "vm: process_vm_readv allowed on pid " + std::to_string(pid);
     log().info("connect_memory: {}", reason);
-    return {std::make_unique<VmTransport>(pid, std::move(ws), std::move(sock)), reason};
+    return {std::make_unique<VmTransport>(pid, std::move(lease), std::move(ws), std::move(sock)), reason};
   }
   if (opts.choice == TransportChoice::vm_only)
     throw Error(Errc::permission_denied, "connect_memory: vm transport not possible: " + why);

@@ -35,6 +35,7 @@ namespace shmkit::sys {
 [[nodiscard]] int ofd_lock_conflicts(int fd, short type, off_t start, off_t len) noexcept;
 /// fcntl(F_ADD_SEALS) on a memfd created with MFD_ALLOW_SEALING.
 [[nodiscard]] int add_seals(int fd, int seals) noexcept;
+[[nodiscard]] int get_seals(int fd) noexcept;  // fcntl F_GET_SEALS: the seals, or -errno
 
 [[nodiscard]] ssize_t pread(int fd, void* buf, std::size_t len, off_t offset) noexcept;
 [[nodiscard]] ssize_t pwrite(int fd, const void* buf, std::size_t len, off_t offset) noexcept;

@@ -10,6 +10,10 @@
 ///   Read     payload: ReadRequest       reply Read: exactly request.length raw bytes
 ///   Write    payload: WriteRequest + request.length raw bytes
 ///                                       reply Write: empty payload
+///   Lease  payload: empty             reply Lease: one byte carrying a descriptor (SCM_RIGHTS):
+///                                       the client's vm lease page (vm_lease.hpp). At most one per
+///                                       connection (a second: EALREADY). Agents that do not know it
+///                                       answer EOPNOTSUPP; the client then does not use process_vm.
 ///   Any request may instead be answered by wire Error{code}: EFAULT (range not inside one exported
 ///   window), EACCES (write to a read-only window), EINVAL (length 0 or over the frame limit),
 ///   EOPNOTSUPP (unknown id), EPROTO / EBADMSG / EMSGSIZE (malformed frame: the agent then closes
@@ -36,6 +40,7 @@ namespace ids {
 inline constexpr wire::MsgId windows = 16;
 inline constexpr wire::MsgId read = 17;
 inline constexpr wire::MsgId write = 18;
+inline constexpr wire::MsgId lease = 19;
 }  // namespace ids
 
 enum WindowAccess : std::uint32_t {

@@ -2,11 +2,15 @@
 /// transfer (one kernel copy, no agent involved in the data path). The kernel allows it when this
 /// process may ptrace the target: same user and the target dumpable, or CAP_SYS_PTRACE.
 ///
-/// The agent still matters: connect_memory() learns the pid, the window list and a cookie from
-/// it, and the VmTransport keeps that connection open as a liveness signal. Requests outside the
-/// announced windows are refused here (-EFAULT / -EACCES), exactly as the agent would refuse them,
-/// so both transports behave alike (the kernel itself would let a ptrace-capable process read any
-/// mapped memory of the target: this check is a contract, not a security boundary).
+/// The agent still matters: connect_memory() learns the pid and a cookie from it, gets a lease
+/// (vm_lease.hpp) holding the window table, and the VmTransport keeps that connection open as a
+/// liveness signal. Requests outside the leased windows, or in a window the agent has since
+/// unexported, are refused here (-EFAULT / -EACCES), exactly as the agent would refuse them, so
+/// both transports behave alike: once Agent::unexport_window() returns, no transfer of this
+/// transport touches that window (each transfer is counted in the lease page while it runs, and
+/// the agent waits for the count to drop; INVARIANT1 of vm_lease.hpp). This is a contract between
+/// cooperating processes, not a security boundary: the kernel lets a ptrace-capable process read
+/// and write any mapped memory of the target, and a client that ignores the lease is not stopped.
 ///
 /// Pid reuse: before each call the control connection is polled; when the agent is gone
 /// (POLLHUP) the call is -EPIPE instead of touching whatever process later got that pid. A read
@@ -28,13 +32,17 @@
 #include <vector>
 
 #include "shmkit/transport/memory_transport.hpp"
+#include "shmkit/transport/vm_lease.hpp"
 
 namespace shmkit::transport {
 
 class VmTransport final : public MemoryTransport {
  public:
-  /// `control` (may be null): the connection to the agent, kept open and polled for hang-up.
-  VmTransport(pid_t pid, std::vector<WindowDesc> windows, std::unique_ptr<MemoryTransport> control = nullptr);
+  /// `lease`: this client's lease page, mapped (LeaseMapping::attach), and `windows` its window
+  /// table as checked there. `control`: the connection to the agent the lease came over, kept
+  /// open and polled for hang-up.
+  VmTransport(pid_t pid, LeaseMapping lease, std::vector<WindowDesc> windows,
+              std::unique_ptr<MemoryTransport> control);
 
   [[nodiscard]] int read(std::uint64_t remote, void* local, std::size_t len) noexcept override;
   [[nodiscard]] int write(std::uint64_t remote, const void* local, std::size_t len) noexcept override;
@@ -47,11 +55,15 @@ class VmTransport final : public MemoryTransport {
   [[nodiscard]] static int probe(pid_t pid, std::uint64_t remote, void* local, std::size_t len) noexcept;
 
  private:
-  int check(std::uint64_t remote, std::size_t len, bool write) const noexcept;
+  /// Counts the transfer in the lease (A) and checks its range against the lease (B): 0 (the caller
+  /// then transfers and calls end_transfer()) or -errno (nothing to end).
+  int begin_transfer(std::uint64_t remote, std::size_t len, bool write) noexcept;
+  void end_transfer() noexcept;
   int control_fd_ = -1;
   int agent_hung_up() const noexcept;  // -EPIPE once the control connection hung up, else 0
   pid_t pid_;
-  std::vector<WindowDesc> windows_;
+  LeaseMapping lease_;
+  std::vector<WindowDesc> windows_;  // lease_'s table; windows_[i] is lease_.page()->windows[i]
   std::unique_ptr<MemoryTransport> control_;
 };
 
