@@ -24,10 +24,10 @@ void init_record(Heap& heap, BlockRecord& rec, std::uint64_t magic, std::uint64_
   void* p = owned ? heap.allocate_owned(n, 64) : heap.allocate(n, 64);
   if (p == nullptr)
     throw Error(Errc::out_of_memory, what + ": out of memory for " + std::to_string(nbytes) +
-                                         " bytes (segment capacity " + std::to_string(heap.segment().capacity()) + ")");
+                                         " bytes in the heap of segment '" + heap.segment_name() + "'");
   std::memset(p, 0, n);
   rec.magic = magic;
-  rec.data = heap.segment().offset_of(p);
+  rec.data = static_cast<std::uint64_t>(static_cast<std::byte*>(p) - heap.base());  // just allocated: inside the mapping
   rec.nbytes = nbytes;
   rec.owned = owned ? 1 : 0;
   rec.param = 0;

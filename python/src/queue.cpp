@@ -29,7 +29,7 @@ struct QueueRecord : BlockRecord {
       : BlockRecord{} {
     init_record(heap, *this, kQueueMagic, CQueue::required_bytes(ring_bytes), false, what);
     param = max_message;
-    void* mem = heap.segment().pointer_at(data, nbytes);
+    void* mem = heap.base() + data;  // init_record just allocated it
     try {
       (void)CQueue::create(mem, nbytes, max_message);
     } catch (...) {

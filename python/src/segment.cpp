@@ -76,13 +76,10 @@ void SegmentRef::close(bool only_user) noexcept {
 
 void SegmentRef::release_mapping() noexcept {
   if (!seg_.valid()) return;
-  // Detach only the Heap bound to this Segment object: a later handle of the same mapping (after
-  // close()) has attached its own, which must survive this one.
-  if (heap_ != nullptr) {
-    Heap* h = Heap::find_attached(seg_.base());
-    if (h != nullptr && &h->segment() == &seg_) Heap::detach(seg_);
-    heap_ = nullptr;
-  }
+  // The Heap belongs to the mapping, not to this Segment object (heap.hpp): the last Segment of
+  // the mapping to close gives back this process's caches and forgets it, through its close hook.
+  // A later handle of the same mapping (after close()) shares it, so it is not detached here.
+  heap_ = nullptr;
   seg_.close();
 }
 
