@@ -1,4 +1,4 @@
-// The publisher and subscriber handles (pubsub.hpp) over the topic engine (topic.cpp).
+// The publisher and subscriber handles (pubsub.hpp) over the topic engine (topic*.cpp, topic_engine.hpp).
 #include "shmkit/channels/pubsub.hpp"
 
 #include <map>

@@ -3,7 +3,7 @@
 /// objects: the topic NAME is the named object "shmkit.topic:NAME" (a TopicControl,
 /// topic_layout.hpp); Topic::list() finds them all.
 ///
-/// Crash safety, with no daemon (details and invariants in topic_layout.hpp and topic.cpp):
+/// Crash safety, with no daemon (details and invariants in topic_layout.hpp and src/topic_engine.hpp):
 ///  * All shared state changes under the topic's robust Lock, in transactions with an undo log; the
 ///    next process that acquires the lock after its owner died rolls the transaction back and
 ///    finishes the heap frees a committed one had left.
@@ -15,7 +15,7 @@
 ///    within a few milliseconds and reclaims the subscriber instead of waiting on it.
 ///  * A loan is a heap block allocated with Heap::allocate_owned: a publisher killed before it
 ///    recorded the loan loses the block to Heap::reclaim_dead(); once recorded, the topic reclaims
-///    it (after running reclaim_dead, so that exactly one of the two frees it, see topic.cpp).
+///    it (after running reclaim_dead, so that exactly one of the two frees it, see src/topic_engine.hpp).
 ///    Publishing disowns the block (Heap::disown), after which only the topic frees it.
 #pragma once
 
@@ -134,7 +134,7 @@ class Topic {
   std::size_t reclaim() noexcept;
 
   // -- the engine, used by the publisher and subscriber handles (pubsub.cpp) --
-  struct Guard;  // holds the topic lock (repaired) for one critical section (topic.cpp)
+  struct Guard;  // holds the topic lock (repaired) for one critical section (src/topic_engine.hpp)
   PubSubStatus lock(sys::Deadline deadline = sys::kNoDeadline) noexcept;
   void unlock() noexcept;
   int claim_publisher();                                // throws Error when all slots are taken

@@ -70,7 +70,7 @@ inline constexpr u64 kTokenTag = 0xB5ULL << 56;  // never a heap link (offsets <
 /// names the sample while the block is alive: kTokenTag | (serial & 2^48-1) ^ topic tag. It sits
 /// where the heap writes its free-list link when the block is freed, so a freed (and possibly
 /// re-allocated) block no longer carries it: a dead process's loan record is followed only while
-/// the block still carries its token (see the reclaim in topic.cpp).
+/// the block still carries its token (see the reclaim in src/topic_engine.hpp).
 struct alignas(64) SampleHeader {
   std::atomic<u64> token;
   std::atomic<u64> refcount;  // INVARIANT1
