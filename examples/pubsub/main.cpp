@@ -179,7 +179,8 @@ int run_parent(std::uint64_t frames) {
     std::printf("published %" PRIu64 " frames of 1 MiB and %" PRIu64 " metadata samples to 3 subscriber processes in %.3f s; samples still live: %" PRIu64 "\n",
                 frames, frames, secs, live);
     rc = kids_ok && f1.empty() && f2.empty() && live == 0 ? 0 : 1;
-    Heap::detach(seg);
+    // No Heap::detach here: the publishers (destroyed before seg) still use the heap; closing the
+    // mapping's last Segment gives the heap back.
   } catch (const Error& e) {
     std::fprintf(stderr, "shmkit_pubsub: %s\n", e.what());
     for (pid_t pid : kids) (void)sys::kill(pid, SIGKILL);
