@@ -187,8 +187,10 @@ TEST(ShmkitCommand, RmStaleDeletesASegmentThatForkedWorkersStillUse) {
     ::pause();
     return 0;
   });
-  for (int i = 0; i < 10000 && beats->load() < 3; ++i) ::usleep(500);
+  // Both: the worker beats as soon as it runs, possibly before the opener has stored its pid.
+  for (int i = 0; i < 10000 && (beats->load() < 3 || worker_pid->load() == 0); ++i) ::usleep(500);
   ASSERT_GE(beats->load(), 3) << "the worker never started";
+  ASSERT_GT(worker_pid->load(), 0) << "the opener never published its worker's pid";
   Child worker(worker_pid->load());  // reaped (and killed, at the latest) by this test
   opener.kill(SIGKILL);
   ASSERT_EQ(opener.wait(), -SIGKILL);
